@@ -1,0 +1,158 @@
+"""The `gmvol` command line. `gmvol predict` turns T1 scans into a table of the 68 volumes.
+
+Exit status: 0 all scans predicted, 1 some scan failed (the others are still written),
+2 a usage problem that stops the run before any scan (bad model, missing input, bad flag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from gmvol import __version__
+from gmvol.io import write_json, write_text
+from gmvol.predict import Predictor, ScanResult, discover_inputs, input_kind
+
+EXIT_OK, EXIT_SCAN_FAILED, EXIT_USAGE = 0, 1, 2
+FORMATS = ("csv", "tsv", "json")
+BIDS_VERSION = "1.9.0"
+DERIVATIVE_DIR = Path("derivatives") / "gmvol"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gmvol", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gmvol {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    predict = commands.add_parser(
+        "predict", help="regress the 68 Desikan-Killiany gray-matter volumes (mm^3) from T1 scans",
+        description="One row per scan: subject, the 68 DK cortical volumes in mm^3 and their total.")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="a T1 file (.nii, .nii.gz, .mgz), a FreeSurfer subject dir (mri/orig.mgz) "
+                              "or a BIDS root (sub-*/[ses-*/]anat/*_T1w.nii[.gz])")
+    predict.add_argument("--model", required=True, type=Path,
+                         help="trained model dir holding model.pt and model.json, e.g. data/models/meshnet")
+    predict.add_argument("--out", type=Path, help="output file, written atomically (default: stdout)")
+    predict.add_argument("--format", choices=FORMATS,
+                         help="table format (default: from --out's suffix, else csv)")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                         help="auto = cuda when available (default: %(default)s)")
+    predict.add_argument("--batch-size", type=_positive_int, default=4,
+                         help="scans per forward pass (default: %(default)s)")
+    predict.add_argument("--verbose", action="store_true", help="per-scan timing on stderr")
+    predict.add_argument("--debug", action="store_true", help="show tracebacks with errors")
+    predict.add_argument("--bids-derivatives", action="store_true",
+                         help=f"with a BIDS root INPUT, also write <root>/{DERIVATIVE_DIR}/volumes.tsv "
+                              "and its dataset_description.json")
+    predict.set_defaults(run=run_predict)
+    return parser
+
+
+def output_format(out: Path | None, requested: str | None) -> str:
+    """The flag wins; else the --out suffix when it names a format; else csv."""
+    if requested:
+        return requested
+    suffix = out.suffix.lower().lstrip(".") if out else ""
+    return suffix if suffix in FORMATS else "csv"
+
+
+def render_table(table: pd.DataFrame, fmt: str) -> str:
+    """The volumes table as text; JSON is a list of row objects with columns in table order."""
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2) + "\n"
+    return table.to_csv(sep="\t" if fmt == "tsv" else ",", index=False)
+
+
+def write_bids_derivative(table: pd.DataFrame, bids_root: Path) -> Path:
+    """<root>/derivatives/gmvol/volumes.tsv plus the dataset_description.json BIDS requires."""
+    out_dir = bids_root / DERIVATIVE_DIR
+    write_text(render_table(table, "tsv"), out_dir / "volumes.tsv")
+    write_json({"Name": "gmvol cortical gray-matter volumes", "BIDSVersion": BIDS_VERSION,
+                "DatasetType": "derivative", "GeneratedBy": [{"Name": "gmvol", "Version": __version__}]},
+               out_dir / "dataset_description.json")
+    return out_dir / "volumes.tsv"
+
+
+def _error(message: str, exc: BaseException | None = None, debug: bool = False) -> None:
+    """One line on stderr (through tqdm so a live bar is not torn); the traceback only if asked."""
+    if debug and exc is not None:
+        tqdm.write("".join(traceback.format_exception(exc)).rstrip(), file=sys.stderr)
+    tqdm.write(f"gmvol predict: {message}", file=sys.stderr)
+
+
+def _timing_line(result: ScanResult) -> str:
+    return (f"{result.subject}: load {result.load_s:.3f} s, preprocess {result.preprocess_s:.3f} s, "
+            f"forward {result.forward_s:.3f} s")
+
+
+def _bids_root(args: argparse.Namespace) -> Path | None:
+    """The BIDS root to write derivatives into, when asked; it must be the only INPUT."""
+    if not args.bids_derivatives:
+        return None
+    root = Path(args.inputs[0])
+    if len(args.inputs) != 1 or input_kind(root) != "bids":
+        raise ValueError("--bids-derivatives needs a single INPUT that is a BIDS root")
+    return root
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Set up (usage errors exit 2), predict every scan (a bad scan is reported, not fatal), write."""
+    try:
+        scans = discover_inputs(args.inputs)
+        bids_root = _bids_root(args)
+        fmt = output_format(args.out, args.format)
+        predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size)
+    except ValueError as exc:  # InputError and ModelFileError included
+        _error(f"error: {exc}", exc, args.debug)
+        return EXIT_USAGE
+
+    started = time.perf_counter()
+    with tqdm(total=len(scans), desc="predict", unit="scan", file=sys.stderr) as bar:
+        def report(result: ScanResult) -> None:
+            bar.update()
+            if not result.ok:
+                _error(f"error: {result.error}", result.error, args.debug)
+            elif args.verbose:
+                bar.write(_timing_line(result), file=sys.stderr)
+
+        table = predictor.predict_files([p for _, p in scans], [s for s, _ in scans], on_result=report)
+    table = table.round(2)
+
+    if args.out:
+        write_text(render_table(table, fmt), args.out)
+    if bids_root is not None:
+        written = write_bids_derivative(table, bids_root)
+        print(f"gmvol predict: wrote {written}", file=sys.stderr)
+    if not args.out and bids_root is None:
+        sys.stdout.write(render_table(table, fmt))
+
+    if args.verbose:
+        means = predictor.timings[predictor.timings["error"] == ""].mean(numeric_only=True)
+        print(f"gmvol predict: {len(scans)} scan(s) in {time.perf_counter() - started:.2f} s on "
+              f"{predictor.device}; mean per scan: load {means.get('load_s', 0):.3f} s, preprocess "
+              f"{means.get('preprocess_s', 0):.3f} s, forward {means.get('forward_s', 0):.3f} s",
+              file=sys.stderr)
+    if predictor.failures:
+        print(f"gmvol predict: {len(predictor.failures)} of {len(scans)} scan(s) failed:", file=sys.stderr)
+        for failed in predictor.failures:
+            print(f"  {failed.error}", file=sys.stderr)
+        return EXIT_SCAN_FAILED
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `gmvol` console script and `python -m gmvol`."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))

@@ -1,0 +1,121 @@
+"""The preprocessing spec and cache: reorient, resample, crop/pad, normalise (the paper's steps).
+
+The same `PreprocessSpec` is stored beside the cache and inside every model, so that
+`gmvol predict` applies to a new scan exactly the steps the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nibabel.processing import conform, smooth_image
+from tqdm import tqdm
+
+from gmvol.io import atomic_dir, load_volume, process_pool, write_json
+
+NORMALIZATIONS = ("minmax", "percentile")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Grid and intensity recipe. `shape` x `voxel_size` is the field of view in mm (RAS)."""
+
+    voxel_size: float = 4.0
+    shape: tuple[int, int, int] = (48, 56, 48)
+    orientation: str = "RAS"
+    normalization: str = "minmax"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    antialias: bool = True        # Gaussian pre-smoothing when downsampling, against aliasing
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"preprocess.normalization must be one of {NORMALIZATIONS}")
+        if len(self.shape) != 3 or min(self.shape) < 8 or self.voxel_size <= 0:
+            raise ValueError(f"bad preprocess grid: shape {self.shape}, voxel_size {self.voxel_size}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown preprocess key(s): {sorted(unknown)}")
+        return cls(**d)
+
+
+def _resample(img: nib.Nifti1Image, spec: PreprocessSpec, order: int) -> np.ndarray:
+    if order > 0 and spec.antialias:
+        zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+        fwhm = np.sqrt(np.clip(spec.voxel_size**2 - zooms**2, 0.0, None))
+        if fwhm.max() > 0:
+            img = smooth_image(img, fwhm)
+    out = conform(img, out_shape=spec.shape, voxel_size=(spec.voxel_size,) * 3, order=order,
+                  cval=0.0, orientation=spec.orientation)
+    return np.asarray(out.dataobj)
+
+
+def normalize(data: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Min-max to [0, 1] as the paper does, or robustly between two percentiles."""
+    if spec.normalization == "minmax":
+        lo, hi = float(data.min()), float(data.max())
+    else:
+        lo, hi = (float(v) for v in np.percentile(data, spec.percentiles))
+    return np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def preprocess_image(img: nib.Nifti1Image, spec: PreprocessSpec) -> np.ndarray:
+    """A loaded T1 -> the model's input grid, float32 in [0, 1]."""
+    return normalize(_resample(img, spec, order=1).astype(np.float32), spec)
+
+
+def preprocess_labels(img: nib.Nifti1Image, spec: PreprocessSpec) -> np.ndarray:
+    """A label map -> the model's grid, nearest neighbour (for saliency focus and seg losses)."""
+    return _resample(img, spec, order=0).astype(np.int16)
+
+
+def cache_subject(row: dict, spec: PreprocessSpec, out_dir: Path) -> str:
+    """Write `<subject>.npz` with `image` and, when the subject has one, `labels`."""
+    arrays = {"image": preprocess_image(load_volume(row["t1"]), spec)}
+    if isinstance(row.get("labels"), str) and row["labels"]:
+        arrays["labels"] = preprocess_labels(load_volume(row["labels"], dtype=np.int32), spec)
+    np.savez_compressed(out_dir / f"{row['subject']}.npz", **arrays)
+    return str(row["subject"])
+
+
+def _worker(args: tuple[dict, PreprocessSpec, Path]) -> str:
+    return cache_subject(*args)
+
+
+def build_cache(subjects_csv: Path, spec: PreprocessSpec, out_dir: Path, workers: int = 0) -> None:
+    """Preprocess every subject of subjects.csv into `out_dir` (replaced atomically) in parallel,
+    with the spec written beside the arrays as `spec.json`."""
+    rows = pd.read_csv(subjects_csv, keep_default_na=False).to_dict("records")
+    workers = workers or os.cpu_count() or 1
+    with atomic_dir(out_dir) as tmp:
+        jobs = [(row, spec, tmp) for row in rows]
+        if workers == 1:
+            list(tqdm(map(_worker, jobs), total=len(jobs), desc="preprocess", unit="subject"))
+        else:
+            with process_pool(workers) as pool:
+                list(tqdm(pool.map(_worker, jobs, chunksize=4), total=len(jobs),
+                          desc=f"preprocess ({workers} workers)", unit="subject"))
+        write_json(spec.to_dict(), tmp / "spec.json")
+    print(f"preprocess: {len(rows)} subjects cached at {spec.voxel_size} mm, grid {spec.shape}")
+
+
+def read_spec(path: Path) -> PreprocessSpec:
+    return PreprocessSpec.from_dict(json.loads(Path(path).read_text()))
+
+
+def load_cached(cache_dir: Path, subject: str) -> dict[str, np.ndarray]:
+    with np.load(Path(cache_dir) / f"{subject}.npz") as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,121 @@
+"""Saving and loading trained models as a directory: ``model.pt`` + ``model.json``.
+
+``model.pt`` holds only the state_dict (loaded with ``weights_only=True``, so a model file cannot
+run code); ``model.json`` holds the config that rebuilds the architecture plus free metadata.
+Every way a model directory can be broken raises :class:`ModelFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gmvol.io import InputError, atomic_path, write_json
+from gmvol.models.config import ModelConfig, model_config_from_dict, model_config_to_dict
+from gmvol.models.registry import build_model
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "model.json"
+_RESERVED_KEYS = ("format_version", "model")
+_LOAD_ERRORS = (RuntimeError, EOFError, KeyError, ValueError, OSError)
+"""What torch.load raises on truncated zips and other non-torch files (besides UnpicklingError)."""
+
+
+class ModelFileError(InputError):
+    """A model directory is missing, corrupt, or inconsistent; the message names the file."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(path, " ".join(reason.split()))  # always one line
+
+
+def save_model(directory: str | os.PathLike[str], model: nn.Module, cfg: ModelConfig,
+               metadata: dict[str, Any]) -> None:
+    """Write ``model.pt`` then ``model.json`` into `directory`, each atomically.
+
+    The JSON is written last, so a crash never leaves a config pointing at missing weights.
+    """
+    clash = sorted(set(metadata) & set(_RESERVED_KEYS))
+    if clash:
+        raise ValueError(f"metadata may not use the reserved key(s) {clash}")
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        torch.save(state, tmp)
+    write_json({"format_version": FORMAT_VERSION, "model": model_config_to_dict(cfg), **metadata},
+               directory / CONFIG_FILE)
+
+
+def _read_document(path: Path) -> tuple[dict[str, Any], ModelConfig]:
+    if not path.is_file():
+        raise ModelFileError(path, "file not found")
+    try:
+        document = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise ModelFileError(path, f"expected a JSON object, got {type(document).__name__}")
+    if document.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(path, f"unsupported format_version {document.get('format_version')!r} "
+                                   f"(expected {FORMAT_VERSION})")
+    if "model" not in document:
+        raise ModelFileError(path, "missing the 'model' config")
+    try:
+        return document, model_config_from_dict(document["model"])
+    except ValueError as exc:
+        raise ModelFileError(path, f"invalid model config: {exc}") from None
+
+
+def _read_state(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelFileError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise ModelFileError(path, "file is empty")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelFileError(path, "not a PyTorch state_dict (safe weights-only loading refused its "
+                                   "contents)") from None
+    except _LOAD_ERRORS as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ModelFileError(path, f"not a readable PyTorch state_dict ({type(exc).__name__}: {first_line})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(path, "does not hold a state_dict (a dict of tensors)")
+    return state
+
+
+def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
+    """Describe how `found` differs from `expected` in keys or shapes, or None if it fits."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and found[k].shape != v.shape]
+    problems = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+                for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                     ("shape mismatches (file vs config)", shapes)) if items]
+    return "; ".join(problems) or None
+
+
+def load_model(directory: str | os.PathLike[str],
+               map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from ``model.json``, load ``model.pt`` into it, return it in eval mode.
+
+    Returns ``(model, document)`` where `document` is the whole model.json (``format_version``,
+    the ``model`` config dict, and the metadata given to :func:`save_model`).
+    """
+    directory = Path(directory)
+    document, cfg = _read_document(directory / CONFIG_FILE)
+    weights = directory / WEIGHTS_FILE
+    state = _read_state(weights, map_location)
+    model = build_model(cfg)
+    problem = _mismatch(model.state_dict(), state)
+    if problem:
+        raise ModelFileError(weights, f"state_dict does not match the config in {CONFIG_FILE}: {problem}")
+    model.load_state_dict(state)
+    return model.to(map_location).eval(), document

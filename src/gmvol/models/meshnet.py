@@ -1,0 +1,114 @@
+"""MeshNet regressor: a stack of dilated 3x3x3 conv blocks, a 1x1x1 conv, and a regression head."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from gmvol.models.config import MeshNetConfig
+from gmvol.models.fast_conv import FastDilatedConv3d
+from gmvol.models.heads import SoftCountHead, make_head
+from gmvol.models.layers import append_coordinates, make_activation, make_dropout3d
+
+N_COORDINATES = 3
+
+
+def _conv3(in_channels: int, out_channels: int, dilation: int, fast: bool) -> nn.Conv3d:
+    """A 'same'-padded 3x3x3 conv; the fast variant shares the plain one's parameters."""
+    if fast:
+        return FastDilatedConv3d(in_channels, out_channels, 3, dilation=dilation)
+    return nn.Conv3d(in_channels, out_channels, 3, padding=dilation, dilation=dilation)
+
+
+def conv_block(in_channels: int, out_channels: int, dilation: int, cfg: MeshNetConfig) -> nn.Sequential:
+    """One MeshNet block: conv, BatchNorm, activation, channel dropout."""
+    return nn.Sequential(OrderedDict(
+        conv=_conv3(in_channels, out_channels, dilation, cfg.fast_dilation),
+        norm=nn.BatchNorm3d(out_channels),
+        act=make_activation(cfg.activation),
+        drop=make_dropout3d(cfg.dropout),
+    ))
+
+
+@contextlib.contextmanager
+def _frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """Stop BatchNorm running-stat updates (momentum 0) while a checkpointed block is recomputed,
+    so that recomputation does not count each batch twice."""
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm3d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
+class _Recomputable:
+    """Runs a block under torch.utils.checkpoint; the second call (the recomputation) freezes BN."""
+
+    def __init__(self, block: nn.Module) -> None:
+        self.block = block
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 1:
+            return self.block(x)
+        with _frozen_running_stats(self.block):
+            return self.block(x)
+
+
+class MeshNet(nn.Module):
+    """MeshNet trunk (Fedorov et al. 2017) with a regression head; any grid size, any shape.
+
+    ``forward(x)`` maps (B, in_channels, D, H, W) to (B, n_outputs). With ``head='softcount'``,
+    ``segment(x)`` returns the per-voxel logits and ``forward_with_logits(x)`` both at once.
+    """
+
+    def __init__(self, cfg: MeshNetConfig, *, in_channels: int = 1, n_outputs: int = 68) -> None:
+        super().__init__()
+        self.cfg = cfg
+        first = in_channels + (N_COORDINATES if cfg.coord_channels else 0)
+        widths = [first] + [cfg.channels] * len(cfg.dilations)
+        self.blocks = nn.ModuleList(
+            conv_block(widths[i], widths[i + 1], d, cfg) for i, d in enumerate(cfg.dilations))
+        self.final = nn.Conv3d(cfg.channels, cfg.channels, kernel_size=1)
+        self.head = make_head(cfg.head, cfg.channels, n_outputs, cfg.grid_size)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv blocks' (B, channels, D, H, W) output, before the 1x1x1 conv."""
+        if self.cfg.coord_channels:
+            x = append_coordinates(x)
+        use_checkpoint = self.cfg.checkpointing and self.training and torch.is_grad_enabled()
+        for block in self.blocks:
+            x = checkpoint(_Recomputable(block), x, use_reentrant=False) if use_checkpoint else block(x)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-voxel feature map the head sees (trunk + 1x1x1 conv)."""
+        return self.final(self.trunk(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x), self.final)
+
+    def _softcount_head(self) -> SoftCountHead:
+        if not isinstance(self.head, SoftCountHead):
+            raise TypeError(f"per-voxel logits need head='softcount', this model has head={self.cfg.head!r}")
+        return self.head
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-voxel logits (B, n_outputs + 1, D, H, W); class 0 is background, k + 1 is column k."""
+        return self._softcount_head().logits(self.trunk(x), self.final)
+
+    def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and per-voxel logits from one pass (for an auxiliary segmentation loss)."""
+        head = self._softcount_head()
+        logits = head.logits(self.trunk(x), self.final)
+        return head.count(logits), logits

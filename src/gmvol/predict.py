@@ -1,0 +1,286 @@
+"""Inference with a trained model: find the T1s, read and preprocess them, regress the 68 volumes.
+
+Kept free of CLI concerns so that the evaluation stage runs exactly the code `gmvol predict` runs.
+Reading and preprocessing (I/O, gzip and scipy, which mostly release the GIL) run in a small
+thread pool a few scans ahead of the forward pass, so neither waits for the other.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+
+from gmvol.data.dataset import TargetScaler
+from gmvol.data.preprocess import PreprocessSpec, preprocess_image
+from gmvol.io import InputError, load_volume
+from gmvol.models.checkpoint import CONFIG_FILE, ModelFileError, load_model
+from gmvol.regions import REGION_COLUMNS
+
+T1_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mgz", ".mgh")
+FREESURFER_T1 = Path("mri") / "orig.mgz"
+TIMING_COLUMNS: tuple[str, ...] = ("load_s", "preprocess_s", "forward_s")
+
+
+# ---------------------------------------------------------------------------------------------
+# input discovery
+
+
+def _strip_t1_extension(name: str) -> str | None:
+    """'sub-01.nii.gz' -> 'sub-01'; None when the name has no T1 image extension."""
+    for ext in T1_EXTENSIONS:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return None
+
+
+def is_bids_root(path: Path) -> bool:
+    """A BIDS dataset root: has dataset_description.json or sub-* folders."""
+    return path.is_dir() and ((path / "dataset_description.json").is_file()
+                              or any(p.is_dir() for p in path.glob("sub-*")))
+
+
+def _bids_id(t1: Path, subject_dir: Path, session_dir: Path | None) -> str:
+    """sub-X[_ses-Y], plus any other entities of the file name (acq-, run-, ...) so that
+    several T1w images of one session keep distinct ids."""
+    stem = (_strip_t1_extension(t1.name) or t1.name).removesuffix("_T1w")
+    extra = [e for e in stem.split("_") if "-" in e and not e.startswith(("sub-", "ses-"))]
+    return "_".join([subject_dir.name] + ([session_dir.name] if session_dir else []) + extra)
+
+
+def discover_bids(root: Path) -> list[tuple[str, Path]]:
+    """Every `sub-*/[ses-*/]anat/*_T1w.nii[.gz]` under a BIDS root, sorted by id."""
+    found: list[tuple[str, Path]] = []
+    for subject_dir in sorted(p for p in root.glob("sub-*") if p.is_dir()):
+        sessions = sorted(p for p in subject_dir.glob("ses-*") if p.is_dir())
+        for session_dir in [None, *sessions]:
+            anat = (session_dir or subject_dir) / "anat"
+            for t1 in sorted(anat.glob("*_T1w.nii*")):
+                if _strip_t1_extension(t1.name) is not None:
+                    found.append((_bids_id(t1, subject_dir, session_dir), t1))
+    if not found:
+        raise InputError(root, "BIDS root holds no sub-*/[ses-*/]anat/*_T1w.nii[.gz] image")
+    return sorted(found)
+
+
+def input_kind(path: Path) -> str:
+    """'file', 'freesurfer' or 'bids': how an INPUT is read; `InputError` when it is none of them."""
+    if not path.exists():
+        raise InputError(path, "no such file or directory")
+    if path.is_file():
+        if _strip_t1_extension(path.name) is None:
+            raise InputError(path, f"not a T1 image (expected one of {', '.join(T1_EXTENSIONS)})")
+        return "file"
+    if (path / FREESURFER_T1).is_file():
+        return "freesurfer"
+    if is_bids_root(path):
+        return "bids"
+    raise InputError(path, f"directory is neither a FreeSurfer subject ({FREESURFER_T1} missing) "
+                           "nor a BIDS root (no dataset_description.json or sub-* folders)")
+
+
+def discover_input(item: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """One INPUT -> its (subject id, T1 path) pairs; see `discover_inputs`."""
+    path = Path(item)
+    kind = input_kind(path)
+    if kind == "file":
+        return [(str(_strip_t1_extension(path.name)), path)]
+    if kind == "freesurfer":
+        return [(path.resolve().name, path / FREESURFER_T1)]
+    return discover_bids(path)
+
+
+def discover_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[tuple[str, Path]]:
+    """Expand INPUTs into (subject id, T1 path) pairs, in the order given.
+
+    An INPUT is a T1 file (id: file name without extension), a FreeSurfer subject dir (its
+    mri/orig.mgz; id: dir name) or a BIDS root (id: sub-X or sub-X_ses-Y). Raises `InputError`
+    naming the input when it is missing or of none of these kinds, or when two scans share an id
+    (their rows could not be told apart).
+    """
+    found: list[tuple[str, Path]] = []
+    seen: dict[str, Path] = {}
+    for item in inputs:
+        for subject, t1 in discover_input(item):
+            if subject in seen:
+                raise InputError(t1, f"subject id {subject!r} is also the id of {seen[subject]}")
+            seen[subject] = t1
+            found.append((subject, t1))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# prediction
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; asking for an absent cuda is an error, not a
+    silent fallback (the user would mis-read the timings)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r} (expected auto, cpu or cuda)")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available to torch")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """One scan's outcome: volumes (68,) in mm^3, or the error that stopped it; timings in s
+    (forward_s is the scan's share of its batch's forward pass)."""
+
+    subject: str
+    path: Path
+    volumes: np.ndarray | None
+    error: InputError | None
+    load_s: float = 0.0
+    preprocess_s: float = 0.0
+    forward_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _prepare(subject: str, path: Path, spec: PreprocessSpec) -> tuple[ScanResult, np.ndarray | None]:
+    """Load and preprocess one scan (runs in a worker thread); a bad scan becomes a failed result."""
+    start = time.perf_counter()
+    try:
+        img = load_volume(path)
+    except InputError as exc:
+        return ScanResult(subject, path, None, exc, load_s=time.perf_counter() - start), None
+    loaded = time.perf_counter()
+    try:
+        image = preprocess_image(img, spec)
+    except Exception as exc:  # noqa: BLE001 - whatever breaks here is this scan's problem, not the run's
+        error = InputError(path, f"preprocessing failed ({type(exc).__name__}: {exc})")
+        error.__cause__ = exc  # keeps the original traceback for --debug
+        return ScanResult(subject, path, None, error, loaded - start, time.perf_counter() - loaded), None
+    return ScanResult(subject, path, None, None, loaded - start, time.perf_counter() - loaded), image
+
+
+class Predictor:
+    """A loaded model with its preprocessing spec and target scaling, ready for new scans."""
+
+    def __init__(self, model_dir: str | os.PathLike[str], device: str = "auto", batch_size: int = 4,
+                 workers: int = 2) -> None:
+        """Load model.pt/model.json once; raises `ModelFileError` for a bad model directory."""
+        if batch_size < 1 or workers < 1:
+            raise ValueError("batch_size and workers must be at least 1")
+        self.model_dir = Path(model_dir)
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.workers = workers
+        model, self.metadata = load_model(self.model_dir, map_location="cpu")
+        try:
+            self.spec = PreprocessSpec.from_dict(self.metadata["preprocess"])
+            self.scaler = TargetScaler.from_dict(self.metadata["target_scaling"])
+            regions = tuple(self.metadata["regions"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(self.model_dir / CONFIG_FILE, f"bad metadata ({type(exc).__name__}: {exc})") from None
+        n = len(REGION_COLUMNS)
+        if regions != REGION_COLUMNS or not self.scaler.mean.shape == self.scaler.std.shape == (n,):
+            raise ModelFileError(self.model_dir / CONFIG_FILE,
+                                 f"regions/target_scaling do not match the {n} Desikan-Killiany regions")
+        self.model = model.to(self.device).eval()
+        self.timings = timings_table([])
+        self.failures: list[ScanResult] = []
+
+    def _forward(self, images: list[np.ndarray]) -> np.ndarray:
+        """Preprocessed (D, H, W) images -> (B, 68) volumes in mm^3."""
+        batch = torch.from_numpy(np.stack(images)[:, None]).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            standardized = self.model(batch).float().cpu().numpy().astype(np.float64)
+        return self.scaler.inverse(standardized)
+
+    def predict_image(self, img: nib.spatialimages.SpatialImage) -> np.ndarray:
+        """One loaded T1 (any orientation and grid) -> (68,) volumes in mm^3, REGION_COLUMNS order."""
+        return self._forward([preprocess_image(img, self.spec)])[0]
+
+    def iter_files(self, paths: list[Path], subjects: list[str]) -> Iterator[ScanResult]:
+        """Predict scans in batches, yielding one `ScanResult` per scan in input order; while a
+        batch runs forward, the thread pool already reads and preprocesses the next ones."""
+        if len(paths) != len(subjects):
+            raise ValueError(f"{len(paths)} paths but {len(subjects)} subjects")
+        jobs = iter(zip(subjects, paths, strict=True))
+        pending: deque[Future[tuple[ScanResult, np.ndarray | None]]] = deque()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gmvol-prefetch")
+
+        def submit_next() -> None:
+            job = next(jobs, None)
+            if job is not None:
+                pending.append(pool.submit(_prepare, job[0], Path(job[1]), self.spec))
+
+        try:
+            for _ in range(2 * self.batch_size):
+                submit_next()
+            batch: list[tuple[ScanResult, np.ndarray | None]] = []
+            while pending:
+                batch.append(pending.popleft().result())
+                submit_next()
+                if sum(image is not None for _, image in batch) == self.batch_size or not pending:
+                    yield from self._run_batch(batch)
+                    batch = []
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run_batch(self, batch: list[tuple[ScanResult, np.ndarray | None]]) -> Iterator[ScanResult]:
+        """Forward the good scans of a batch together; failed ones pass through in place."""
+        images = [image for _, image in batch if image is not None]
+        volumes: Iterator[np.ndarray] = iter(())
+        forward_s = 0.0
+        if images:
+            start = time.perf_counter()
+            volumes = iter(self._forward(images))
+            forward_s = (time.perf_counter() - start) / len(images)
+        for result, image in batch:
+            if image is None:
+                yield result
+            else:
+                yield ScanResult(result.subject, result.path, next(volumes), None,
+                                 result.load_s, result.preprocess_s, forward_s)
+
+    def predict_files(self, paths: list[Path], subjects: list[str],
+                      on_result: Callable[[ScanResult], None] | None = None) -> pd.DataFrame:
+        """Volumes table (subject, 68 regions, total) of the scans that could be read.
+
+        Scans that failed are left out of the table and listed in `self.failures`; per-scan
+        timings of the call are in `self.timings` (see `timings_table`). `on_result` sees each
+        scan as it finishes (progress bars, live error reports).
+        """
+        results = []
+        for result in self.iter_files(paths, subjects):
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        self.timings = timings_table(results)
+        self.failures = [r for r in results if not r.ok]
+        return volumes_table(results)
+
+
+def volumes_table(results: Iterable[ScanResult]) -> pd.DataFrame:
+    """subject, the 68 REGION_COLUMNS (mm^3) and their total, one row per successful scan."""
+    good = [r for r in results if r.ok]
+    values = np.stack([r.volumes for r in good]) if good else np.zeros((0, len(REGION_COLUMNS)))
+    table = pd.DataFrame(values, columns=list(REGION_COLUMNS))
+    table.insert(0, "subject", [r.subject for r in good])
+    table["total"] = values.sum(axis=1)
+    return table
+
+
+def timings_table(results: Iterable[ScanResult]) -> pd.DataFrame:
+    """subject, path, load_s, preprocess_s, forward_s and error ('' when fine), one row per scan."""
+    return pd.DataFrame(
+        [(r.subject, str(r.path), r.load_s, r.preprocess_s, r.forward_s, r.error.reason if r.error else "")
+         for r in results],
+        columns=["subject", "path", *TIMING_COLUMNS, "error"])

@@ -1,0 +1,1 @@
+"""Training with Catalyst: engine choice, the runner, curves logging."""

@@ -1,0 +1,63 @@
+"""Per-epoch training curves as CSV for `dvc plots`, and in-memory best/last weights.
+
+DVCLive dropped its Catalyst integration, so this small logger writes what `dvc plots` reads.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from catalyst import dl
+from catalyst.core.logger import ILogger
+
+from gmvol.io import write_csv
+
+
+class CurvesLogger(ILogger):
+    """Collect epoch-level loss/lr per loader; rewrite `path` atomically after every epoch."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(log_batch_metrics=False, log_epoch_metrics=True)
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+
+    def log_metrics(self, metrics: dict[str, Any], scope: str, runner: dl.IRunner) -> None:
+        if scope != "epoch":
+            return
+        row: dict[str, float] = {"epoch": runner.epoch_step}
+        for loader, values in metrics.items():
+            if not isinstance(values, dict):
+                continue
+            for key in ("loss", "lr"):
+                if key in values:
+                    row[f"{loader}_{key}" if key == "loss" else key] = float(values[key])
+        self.rows.append(row)
+        write_csv(pd.DataFrame(self.rows), self.path)
+
+
+class BestWeightsCallback(dl.Callback):
+    """Keep the weights of the best validation epoch and of the last epoch, as state_dicts."""
+
+    def __init__(self, loader_key: str = "valid", metric_key: str = "loss") -> None:
+        super().__init__(order=dl.CallbackOrder.External)
+        self.loader_key, self.metric_key = loader_key, metric_key
+        self.best_score = float("inf")
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.last_state: dict[str, torch.Tensor] | None = None
+
+    def _state(self, runner: dl.IRunner) -> dict[str, torch.Tensor]:
+        model = runner.engine.unwrap_model(runner.model) if hasattr(runner.engine, "unwrap_model") \
+            else runner.model
+        return {k: v.detach().cpu().clone() for k, v in copy.copy(model.state_dict()).items()}
+
+    def on_epoch_end(self, runner: dl.IRunner) -> None:
+        score = float(runner.epoch_metrics[self.loader_key][self.metric_key])
+        self.last_state = self._state(runner)
+        if score < self.best_score:
+            self.best_score, self.best_epoch = score, runner.epoch_step
+            self.best_state = self.last_state

@@ -1,0 +1,310 @@
+"""Tests for gmvol.models: shapes, heads, the fast dilated conv, configs, checkpoints, sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gmvol.models import (
+    MODEL_REGISTRY,
+    BaselineConfig,
+    FastDilatedConv3d,
+    MeshNetConfig,
+    ModelConfig,
+    ResNetConfig,
+    build_model,
+    count_parameters,
+    model_config_from_dict,
+    model_config_to_dict,
+)
+from gmvol.models.checkpoint import ModelFileError, load_model, save_model
+from gmvol.models.config import ARCH_NAMES
+from gmvol.models.heads import PooledLinearHead
+
+torch.set_num_threads(2)
+
+SMALL = {  # CPU-sized variants of each model for the shape tests
+    "meshnet": ModelConfig(name="meshnet", meshnet=MeshNetConfig(channels=8)),
+    "baseline": ModelConfig(name="baseline", baseline=BaselineConfig(width=0.25)),
+    "resnet": ModelConfig(name="resnet", resnet=ResNetConfig(base_channels=4, blocks_per_stage=1)),
+}
+GRIDS = [(24, 24, 24), (32, 40, 32)]
+
+
+def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.grad.clone() for k, p in module.named_parameters()}
+
+
+# --- registry and shapes -------------------------------------------------------------------------
+
+def test_registry_covers_every_config_architecture() -> None:
+    assert set(MODEL_REGISTRY) == set(ARCH_NAMES) == set(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("grid", GRIDS)
+def test_forward_shape(name: str, grid: tuple[int, int, int]) -> None:
+    model = build_model(SMALL[name]).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, *grid)).shape == (2, 68)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_train_step_gives_finite_grads(name: str) -> None:
+    model = build_model(dataclasses.replace(SMALL[name], n_outputs=5)).train()
+    out = model(torch.randn(2, 1, 24, 28, 20))
+    assert out.shape == (2, 5)
+    out.square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_baseline_feature_sizes_match_the_256_recipe() -> None:
+    """On the meta device (shapes only): 256^3 -> 4^3 x 192 before the flatten, as in the original."""
+    model = build_model(ModelConfig(name="baseline")).to("meta")
+    assert model.features(torch.empty(1, 1, 256, 256, 256, device="meta")).shape == (1, 192, 4, 4, 4)
+    for n in (1, 5, 24):  # tiny grids never shrink to zero
+        assert model.features(torch.empty(1, 1, n, n + 3, n, device="meta")).shape[2:] == (1, 1, 1)
+
+
+def test_resnet_has_one_output_per_head_scale() -> None:
+    cfg = ResNetConfig(base_channels=4, blocks_per_stage=1, n_stages=4, n_heads=3, combine="sum")
+    model = build_model(ModelConfig(name="resnet", resnet=cfg)).eval()
+    x = torch.randn(1, 1, 24, 24, 24)
+    with torch.no_grad():
+        outs = model.scale_outputs(x)
+        assert len(outs) == 3
+        torch.testing.assert_close(model(x), torch.stack(outs).sum(0))
+
+
+# --- MeshNet heads and options -------------------------------------------------------------------
+
+@pytest.mark.parametrize("head", ["pool", "grid", "softcount"])
+@pytest.mark.parametrize("coord_channels", [False, True])
+def test_meshnet_heads(head: str, coord_channels: bool) -> None:
+    cfg = MeshNetConfig(channels=6, dilations=(1, 2, 1), head=head, grid_size=2, coord_channels=coord_channels)
+    model = build_model(ModelConfig(meshnet=cfg)).eval()
+    x = torch.randn(2, 1, 20, 24, 16)
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (2, 68)
+        # The pooling heads apply the 1x1x1 conv after pooling; it must equal applying it first.
+        torch.testing.assert_close(out, model.head(model.features(x)), rtol=1e-5, atol=1e-5)
+    if head == "softcount":
+        with torch.no_grad():
+            logits = model.segment(x)
+            pred, logits2 = model.forward_with_logits(x)
+        assert logits.shape == (2, 69, 20, 24, 16)
+        torch.testing.assert_close(logits, logits2)
+        torch.testing.assert_close(pred, out)
+    else:
+        with pytest.raises(TypeError, match="softcount"):
+            model.segment(x)
+
+
+def test_softcount_set_affine_maps_fractions() -> None:
+    model = build_model(ModelConfig(n_outputs=3, meshnet=MeshNetConfig(channels=4, dilations=(1,),
+                                                                       head="softcount"))).eval()
+    model.head.set_affine(torch.zeros(3), torch.tensor([1.0, 2.0, 3.0]))
+    with torch.no_grad():
+        torch.testing.assert_close(model(torch.randn(1, 1, 8, 8, 8)), torch.tensor([[1.0, 2.0, 3.0]]))
+
+
+def test_pooled_head_commutes_with_pointwise_conv() -> None:
+    head, conv = PooledLinearHead(5, 7, grid_size=3), nn.Conv3d(5, 5, 1)
+    f = torch.randn(2, 5, 9, 10, 11)
+    torch.testing.assert_close(head(f, conv), head(conv(f)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["elu", "gelu"])
+def test_meshnet_activations(activation: str) -> None:
+    model = build_model(ModelConfig(meshnet=MeshNetConfig(channels=4, activation=activation, dropout=0.1)))
+    assert model(torch.randn(2, 1, 16, 16, 16)).shape == (2, 68)
+
+
+def test_fast_and_plain_meshnet_share_weights_and_outputs() -> None:
+    torch.manual_seed(0)
+    fast = build_model(ModelConfig(meshnet=MeshNetConfig(channels=6, fast_dilation=True))).train()
+    plain = build_model(ModelConfig(meshnet=MeshNetConfig(channels=6, fast_dilation=False))).train()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 1, 19, 24, 17)
+    out_fast, out_plain = fast(x), plain(x)
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-4, atol=1e-5)
+    out_fast.sum().backward()
+    out_plain.sum().backward()
+    for k, g in _grads(plain).items():
+        torch.testing.assert_close(_grads(fast)[k], g, rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_checkpointing_matches_and_counts_batchnorm_stats_once() -> None:
+    torch.manual_seed(0)
+    cfgs = [MeshNetConfig(channels=6, dilations=(1, 2, 1), dropout=0.2, checkpointing=c) for c in (False, True)]
+    plain, ckpt = (build_model(ModelConfig(meshnet=c)).train() for c in cfgs)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 16, 16, 16)
+    outs = []
+    for model in (plain, ckpt):
+        torch.manual_seed(1)  # same Dropout3d masks
+        outs.append(model(x))
+        outs[-1].sum().backward()
+    torch.testing.assert_close(outs[0], outs[1])
+    for k, g in _grads(plain).items():
+        torch.testing.assert_close(_grads(ckpt)[k], g, rtol=1e-4, atol=1e-5, msg=k)
+    for k, v in plain.state_dict().items():  # running stats and num_batches_tracked included
+        if "running" in k:
+            torch.testing.assert_close(ckpt.state_dict()[k], v, msg=k)
+
+
+# --- the fast dilated convolution ---------------------------------------------------------------
+
+@pytest.mark.parametrize("dilation", [1, 2, 4, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_conv_equals_conv3d(dilation: int, dtype: torch.dtype, channels_last: bool) -> None:
+    torch.manual_seed(dilation)
+    fast = FastDilatedConv3d(5, 6, 3, dilation=dilation).to(dtype)
+    ref = nn.Conv3d(5, 6, 3, padding=dilation, dilation=dilation).to(dtype)
+    assert fast.state_dict().keys() == ref.state_dict().keys()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 5, 13, 17, 11, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    grad_out = torch.randn(2, 6, 13, 17, 11, dtype=dtype)
+    results = []
+    for conv in (fast, ref):
+        xi = x.detach().clone().requires_grad_()
+        y = conv(xi)
+        y.backward(grad_out)
+        results.append((y.detach(), xi.grad, conv.weight.grad, conv.bias.grad))
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    for name, got, want in zip(("output", "input grad", "weight grad", "bias grad"), *results):
+        scale = float(want.abs().max())  # weight grads sum ~1e4 products: compare relative to scale
+        torch.testing.assert_close(got / scale, want / scale, **tol, msg=name)
+    y_fast = results[0][0]
+    assert y_fast.is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    with torch.no_grad():  # the inference path
+        torch.testing.assert_close(fast(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fast_conv_rejects_even_kernels() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        FastDilatedConv3d(1, 1, 2)
+
+
+# --- configs --------------------------------------------------------------------------------------
+
+def test_config_round_trips_through_json() -> None:
+    cfg = ModelConfig(
+        name="resnet", n_outputs=12,
+        meshnet=MeshNetConfig(channels=30, dilations=(1, 2, 4, 8, 16, 8, 4, 2, 1), activation="elu",
+                              head="softcount", coord_channels=True, checkpointing=True, fast_dilation=False),
+        baseline=BaselineConfig(width=0.5, dropout=0.1),
+        resnet=ResNetConfig(base_channels=8, n_stages=3, n_heads=2, combine="sum"))
+    d = model_config_to_dict(cfg)
+    assert model_config_from_dict(json.loads(json.dumps(d))) == cfg
+    assert d["meshnet"]["dilations"] == [1, 2, 4, 8, 16, 8, 4, 2, 1]
+    assert model_config_from_dict({}) == ModelConfig()
+    assert model_config_from_dict({"meshnet": {"dropout": 0}}).meshnet.dropout == 0.0
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"nmae": "meshnet"}, r"unknown key\(s\) \['nmae'\]"),
+    ({"meshnet": {"chanels": 21}}, r"model\.meshnet: unknown key"),
+    ({"name": "unet"}, "model name must be one of"),
+    ({"meshnet": {"channels": "21"}}, r"model\.meshnet\.channels: expected an int"),
+    ({"meshnet": {"checkpointing": 1}}, "expected true/false"),
+    ({"meshnet": {"dilations": [1, "2"]}}, r"dilations\[1\]"),
+    ({"meshnet": {"activation": "tanh"}}, "activation must be one of"),
+    ({"meshnet": {"head": "mlp"}}, "head must be one of"),
+    ({"resnet": {"n_heads": 9}}, "n_heads"),
+    ({"baseline": []}, "expected a mapping"),
+])
+def test_config_errors_are_clear(bad: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        model_config_from_dict(bad)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+@pytest.fixture()
+def saved(tmp_path: Path) -> tuple[Path, nn.Module, ModelConfig]:
+    cfg = ModelConfig(meshnet=MeshNetConfig(channels=5, dilations=(1, 2), head="grid", grid_size=2))
+    model = build_model(cfg)
+    model.train()(torch.randn(2, 1, 12, 12, 12))  # move the BatchNorm running stats off defaults
+    save_model(tmp_path / "m", model, cfg, {"epoch": 3, "targets": ["lh_bankssts"]})
+    return tmp_path / "m", model.eval(), cfg
+
+
+def test_checkpoint_round_trip(saved: tuple[Path, nn.Module, ModelConfig]) -> None:
+    directory, model, cfg = saved
+    assert sorted(p.name for p in directory.iterdir()) == ["model.json", "model.pt"]  # no temp files left
+    loaded, document = load_model(directory)
+    assert not loaded.training
+    assert document["format_version"] == 1 and document["epoch"] == 3
+    assert model_config_from_dict(document["model"]) == cfg
+    x = torch.randn(2, 1, 14, 12, 10)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def _break_json(directory: Path) -> None:
+    (directory / "model.json").write_text('{"format_version": 1, "model": {"name": "mesh')
+
+
+def _unknown_key(directory: Path) -> None:
+    doc = json.loads((directory / "model.json").read_text())
+    doc["model"]["meshnet"]["depth"] = 3
+    (directory / "model.json").write_text(json.dumps(doc))
+
+
+def _other_architecture(directory: Path) -> None:
+    doc = json.loads((directory / "model.json").read_text())
+    doc["model"]["meshnet"]["channels"] = 7
+    (directory / "model.json").write_text(json.dumps(doc))
+
+
+def _truncate_weights(directory: Path) -> None:
+    path = directory / "model.pt"
+    path.write_bytes(path.read_bytes()[:200])
+
+
+@pytest.mark.parametrize("tamper, file, match", [
+    (lambda d: (d / "model.json").unlink(), "model.json", "file not found"),
+    (lambda d: (d / "model.pt").unlink(), "model.pt", "file not found"),
+    (_break_json, "model.json", "not valid JSON"),
+    (_unknown_key, "model.json", "invalid model config.*unknown key"),
+    (_truncate_weights, "model.pt", "not a readable PyTorch state_dict"),
+    (lambda d: (d / "model.pt").write_bytes(pickle.dumps(Path("x"), protocol=2)), "model.pt", "not a PyTorch state_dict"),
+    (lambda d: torch.save([torch.ones(1)], d / "model.pt"), "model.pt", "does not hold a state_dict"),
+    (lambda d: (d / "model.pt").write_bytes(b""), "model.pt", "file is empty"),
+    (_other_architecture, "model.pt", "does not match the config"),
+])
+def test_broken_model_directories_raise(saved: tuple[Path, nn.Module, ModelConfig], tamper, file: str,
+                                        match: str) -> None:
+    directory = saved[0]
+    tamper(directory)
+    with pytest.raises(ModelFileError, match=match) as info:
+        load_model(directory)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError) and "\n" not in message
+    assert message.startswith(str(directory / file))
+
+
+def test_save_refuses_reserved_metadata(tmp_path: Path) -> None:
+    cfg = SMALL["meshnet"]
+    with pytest.raises(ValueError, match="reserved"):
+        save_model(tmp_path, build_model(cfg), cfg, {"model": "x"})
+
+
+# --- sizes ----------------------------------------------------------------------------------------
+
+def test_parameter_counts() -> None:
+    assert 9_000_000 <= count_parameters(build_model(ModelConfig(name="baseline"))) <= 10_000_000
+    meshnet = count_parameters(build_model(ModelConfig(name="meshnet")))
+    assert 70_000 <= meshnet <= 80_000  # 72k trunk (Fedorov 2017) + a 1.5k linear head
+    assert count_parameters(build_model(ModelConfig(name="resnet"))) < 5_000_000
