@@ -18,9 +18,11 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args()
     params = read_yaml(args.params)
-    section = {k: v for k, v in params["train"].items() if k != "models"}
+    model_section = dict(params["models"][args.model])
+    overrides = model_section.pop("train", {})  # per-model training settings win
+    section = {k: v for k, v in params["train"].items() if k != "models"} | overrides
     cfg = from_mapping(TrainConfig, section, "train")
-    model_cfg = model_config_from_dict(params["models"][args.model])
+    model_cfg = model_config_from_dict(model_section)
     metrics = train_model(model_cfg, cfg, args.train, args.cache, args.out, args.curves, args.metrics)
     print(f"train@{args.model}: valid loss {metrics['valid_loss']:.4f} "
           f"(mean predictor {metrics['valid_loss_mean_predictor']:.4f}), best epoch {metrics['best_epoch']}")

@@ -56,6 +56,13 @@ def test_forward_shape(name: str, grid: tuple[int, int, int]) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
+def test_default_models_run_on_non_cubic_grids(name: str) -> None:
+    model = build_model(ModelConfig(name=name)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 48, 56, 48)).shape == (1, 68)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
 def test_train_step_gives_finite_grads(name: str) -> None:
     model = build_model(dataclasses.replace(SMALL[name], n_outputs=5)).train()
     out = model(torch.randn(2, 1, 24, 28, 20))

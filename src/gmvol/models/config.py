@@ -118,8 +118,10 @@ class ModelConfig:
     """Which model to build (``name``), its input/output sizes, and every architecture's settings."""
 
     name: str = "meshnet"
+    """Which architecture to build: a key of MODEL_REGISTRY ('meshnet', 'baseline', 'resnet')."""
     n_outputs: int = N_REGIONS
     in_channels: int = 1
+    """Image channels (1 for a T1); MeshNet's coordinate channels are added on top."""
     meshnet: MeshNetConfig = field(default_factory=MeshNetConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     resnet: ResNetConfig = field(default_factory=ResNetConfig)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
 
 from torch import nn
 
 from gmvol.models.baseline import BrainRegressorCNN
-from gmvol.models.config import ArchConfig, ModelConfig
+from gmvol.models.config import ModelConfig
 from gmvol.models.meshnet import MeshNet
 from gmvol.models.resnet import MultiScaleResNet
 
-
-class ModelBuilder(Protocol):
-    """Builds a model from its architecture settings and input/output sizes."""
-
-    def __call__(self, cfg: ArchConfig, *, in_channels: int, n_outputs: int) -> nn.Module: ...
+ModelBuilder = Callable[..., nn.Module]
+"""Called as ``builder(arch_cfg, in_channels=..., n_outputs=...)`` with the model's own settings."""
 
 
 MODEL_REGISTRY: dict[str, ModelBuilder] = {  # keys: config.ARCH_NAMES (checked by the tests)

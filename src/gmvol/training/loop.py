@@ -84,7 +84,7 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     callbacks = [best, dl.EarlyStoppingCallback(patience=cfg.patience, loader_key="valid",
                                                 metric_key="loss", minimize=True)]
     if scheduler is not None:
-        callbacks.append(dl.SchedulerCallback(mode="batch", loader_key="train"))
+        callbacks.append(dl.SchedulerCallback(mode="batch"))
     runner = dl.SupervisedRunner(input_key="image", target_key="target", output_key="pred",
                                  loss_key="loss")
     started = time.perf_counter()

@@ -1,0 +1,19 @@
+"""DVC stage: evaluate one trained model (evaluate@<model>) on the test split."""
+
+import argparse
+from pathlib import Path
+
+from gmvol.config import read_yaml
+from gmvol.evaluation.run import evaluate_model
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", type=Path, required=True, help="model directory")
+    parser.add_argument("--train", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    section = read_yaml(args.params).get("evaluate", {})
+    evaluate_model(args.model, args.train, args.test, args.out, device=section.get("device", "auto"),
+                   batch_size=int(section.get("batch_size", 4)))
