@@ -1,0 +1,116 @@
+"""Training: augmentation, engines, a tiny 2-epoch run and the saved model's round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gmvol.data.dataset import AugmentConfig, TargetScaler, VolumeDataset, flip_left_right, shift
+from gmvol.data.ingest import IngestConfig, ingest
+from gmvol.data.preprocess import PreprocessSpec, build_cache
+from gmvol.data.split import SplitConfig, write_split
+from gmvol.models import model_config_from_dict
+from gmvol.models.checkpoint import load_model
+from gmvol.predict import Predictor
+from gmvol.regions import REGION_COLUMNS
+from gmvol.training.engine import build_engine, resolve_engine_name
+from gmvol.training.loop import TrainConfig, train_model
+
+
+def test_flip_swaps_hemispheres_and_mirrors_x() -> None:
+    image = np.zeros((4, 3, 2), np.float32)
+    image[0, 1, 1] = 1.0
+    target = np.arange(68, dtype=np.float32)
+    flipped, swapped = flip_left_right(image, target)
+    assert flipped[3, 1, 1] == 1.0 and flipped[0, 1, 1] == 0.0
+    col = {c: i for i, c in enumerate(REGION_COLUMNS)}
+    assert swapped[col["lh_insula"]] == target[col["rh_insula"]]
+    assert swapped[col["rh_bankssts"]] == target[col["lh_bankssts"]]
+    twice, back = flip_left_right(flipped, swapped)
+    np.testing.assert_array_equal(twice, image)
+    np.testing.assert_array_equal(back, target)
+
+
+def test_shift_moves_content_with_zero_fill() -> None:
+    image = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
+    out = shift(image, (1, 0, -1))
+    assert out[1, 0, 0] == image[0, 0, 1] and out[0].sum() == 0 and out[:, :, 2].sum() == 0
+
+
+def test_augmented_dataset_keeps_shapes_and_standardises_targets() -> None:
+    volumes = np.random.default_rng(0).uniform(1000, 5000, size=(5, 68))
+    scaler = TargetScaler.fit(volumes)
+    data = VolumeDataset(np.random.default_rng(1).random((5, 8, 9, 10), np.float32), volumes, scaler,
+                         AugmentConfig(flip=True, shift_voxels=1, intensity=0.1))
+    item = data[2]
+    assert item["image"].shape == (1, 8, 9, 10) and item["target"].shape == (68,)
+    np.testing.assert_allclose(scaler.inverse(scaler.transform(volumes)), volumes)
+    assert abs(float(data.targets.mean())) < 1e-5
+
+
+def test_engine_is_chosen_from_params() -> None:
+    from catalyst import dl
+
+    assert isinstance(build_engine("cpu"), dl.CPUEngine)
+    if not torch.cuda.is_available():
+        assert resolve_engine_name("auto") == "cpu"
+        with pytest.raises(ValueError, match="needs CUDA"):
+            build_engine("gpu")
+        with pytest.raises(ValueError, match="needs CUDA"):
+            build_engine("ddp")
+    with pytest.raises(ValueError, match="fp16"):
+        build_engine("cpu", "fp16")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        build_engine("tpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    ingest(IngestConfig(subjects_dir=str(tiny_cohort)), root / "subjects.csv", root / "excluded.csv")
+    write_split(root / "subjects.csv", root / "split", SplitConfig(test_fraction=0.34, valid_fraction=0.25))
+    build_cache(root / "subjects.csv", PreprocessSpec(voxel_size=10.0, shape=(18, 22, 18)), root / "cache", 1)
+    return root
+
+
+MESHNET = {"name": "meshnet", "meshnet": {"channels": 6, "dilations": [1, 2, 1], "head": "grid", "grid_size": 2}}
+
+
+def _train_loss(model: torch.nn.Module, study: Path, scaler: TargetScaler) -> float:
+    from gmvol.data.dataset import load_images, volumes_of
+
+    table = pd.read_csv(study / "split" / "train.csv")
+    x = torch.from_numpy(load_images(study / "cache", table["subject"].tolist()))[:, None]
+    y = torch.from_numpy(scaler.transform(volumes_of(table)))
+    with torch.no_grad():
+        return float(torch.nn.functional.mse_loss(model.eval()(x), y))
+
+
+def test_two_epochs_lower_the_loss_and_the_model_round_trips(tiny_study: Path) -> None:
+    cfg = TrainConfig(epochs=2, batch_size=2, lr=0.01, scheduler="constant", seed=1,
+                      augment=AugmentConfig(flip=False, shift_voxels=0, intensity=0.0))
+    out = tiny_study / "models" / "meshnet"
+    metrics = train_model(model_config_from_dict(MESHNET), cfg, tiny_study / "split" / "train.csv",
+                          tiny_study / "cache", out, tiny_study / "curves.csv", tiny_study / "metrics.json")
+    curves = pd.read_csv(tiny_study / "curves.csv")
+    assert list(curves["epoch"]) == [1, 2] and {"train_loss", "valid_loss", "lr"} <= set(curves.columns)
+    model, meta = load_model(out)
+    scaler = TargetScaler.from_dict(meta["target_scaling"])
+    torch.manual_seed(cfg.seed)
+    from gmvol.models import build_model
+
+    untrained = build_model(model_config_from_dict(MESHNET))
+    assert _train_loss(model, tiny_study, scaler) < _train_loss(untrained, tiny_study, scaler)
+    assert metrics["n_parameters"] == meta["n_parameters"] > 0
+    assert meta["preprocess"]["voxel_size"] == 10.0 and meta["regions"] == list(REGION_COLUMNS)
+    assert (out / "last.pt").is_file()
+
+    test = pd.read_csv(tiny_study / "split" / "test.csv")
+    first = Predictor(out, device="cpu").predict_files([Path(p) for p in test["t1"]], test["subject"].tolist())
+    again = Predictor(out, device="cpu").predict_files([Path(p) for p in test["t1"]], test["subject"].tolist())
+    pd.testing.assert_frame_equal(first, again)
+    assert (first[list(REGION_COLUMNS)] > 0).all().all()
