@@ -47,15 +47,20 @@ def saliency_for_model(model_dir: Path, test_csv: Path, regions_csv: Path, out_d
         frames.append(pd.read_csv(target / "focus.csv").assign(subject=row.subject))
     focus = pd.concat(frames, ignore_index=True)
     write_csv(focus, out_dir / "focus_all.csv")
-    metrics = {
-        "focus_in_region_median": float(focus["in_region"].median()),
-        "focus_in_brain_median": float((focus["in_region"] + focus["in_brain_other"]).median()),
-        "focus_outside_brain_median": float(focus["outside_brain"].median()),
+    metrics = {  # None, not NaN, where a model has no saliency at all (a constant output)
+        "focus_in_region_median": _median(focus["in_region"]),
+        "focus_in_brain_median": _median(focus["in_region"] + focus["in_brain_other"]),
+        "focus_outside_brain_median": _median(focus["outside_brain"]),
         "method": cfg.method, "n_subjects": len(test),
         **{k: summaries[0][k] for k in ("best_region", "median_region", "worst_region") if k in summaries[0]},
     }
     write_json(metrics, out_dir / "summary.json")
     print(f"saliency {Path(model_dir).name}: median share of saliency in the region "
-          f"{metrics['focus_in_region_median']:.2f}, in the brain {metrics['focus_in_brain_median']:.2f}, "
-          f"outside the brain {metrics['focus_outside_brain_median']:.2f}")
+          f"{metrics['focus_in_region_median']}, in the brain {metrics['focus_in_brain_median']}, "
+          f"outside the brain {metrics['focus_outside_brain_median']}")
     return metrics
+
+
+def _median(values: pd.Series) -> float | None:
+    median = float(values.median())
+    return None if np.isnan(median) else round(median, 4)
