@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from study import dvc, make_study, run
 
 pytestmark = pytest.mark.slow

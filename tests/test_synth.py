@@ -8,13 +8,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from conftest import TINY_SYNTH
 
 from gmvol.regions import COLUMN_TO_ID, REGION_COLUMNS, REGION_IDS
 from gmvol.synth.anatomy import package_file
 from gmvol.synth.cohort import SynthConfig, synthesize_cohort, synthesize_subject
 from gmvol.synth.variation import cohort_variation
-
-from conftest import TINY_SYNTH
 
 
 def _arrays(subject_dir: Path) -> tuple[np.ndarray, np.ndarray]:

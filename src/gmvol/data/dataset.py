@@ -23,7 +23,7 @@ class TargetScaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, volumes: np.ndarray) -> "TargetScaler":
+    def fit(cls, volumes: np.ndarray) -> TargetScaler:
         return cls(volumes.mean(axis=0), volumes.std(axis=0) + 1e-6)
 
     def transform(self, volumes: np.ndarray) -> np.ndarray:
@@ -36,7 +36,7 @@ class TargetScaler:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TargetScaler":
+    def from_dict(cls, d: dict) -> TargetScaler:
         return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
 
 

@@ -14,8 +14,14 @@ from tqdm import tqdm
 from gmvol.io import atomic_dir, process_pool, write_csv
 from gmvol.regions import DK_NAMES, HEMISPHERES, LOBE_OF, LOBES, REGION_COLUMNS, REGION_IDS
 from gmvol.synth.anatomy import load_template, region_territories
-from gmvol.synth.deform import (Geometry, expansion_displacement, random_pose, sample, smooth_warp,
-                                template_coordinates)
+from gmvol.synth.deform import (
+    Geometry,
+    expansion_displacement,
+    random_pose,
+    sample,
+    smooth_warp,
+    template_coordinates,
+)
 from gmvol.synth.freesurfer import conformed_affine, write_aparc_stats, write_mgz
 from gmvol.synth.intensity import paint_head, scanner_effects
 

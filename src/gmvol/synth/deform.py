@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import fft, ndimage
-from scipy.spatial.transform import Rotation
 import torch
 import torch.nn.functional as F
+from scipy import fft, ndimage
+from scipy.spatial.transform import Rotation
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ def cohort_variation(volumes: pd.DataFrame) -> dict[str, float]:
     ss_tot = ((v - v.mean(axis=0)) ** 2).sum(axis=0)
     explained = 1.0 - ss_res / ss_tot
     return {
-        "n_subjects": int(len(v)),
+        "n_subjects": len(v),
         "cv_min": float(cv.min()), "cv_median": float(np.median(cv)), "cv_max": float(cv.max()),
         "regions_cv_in_0.10_0.25": int(((cv >= 0.10) & (cv <= 0.25)).sum()),
         "total_gm_cv": float(total.std(ddof=1) / total.mean()),

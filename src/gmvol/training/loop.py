@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from gmvol.data.dataset import AugmentConfig, TargetScaler, VolumeDataset, load_images, volumes_of
 from gmvol.data.preprocess import read_spec
 from gmvol.io import atomic_path, write_json
-from gmvol.models import build_model, count_parameters, model_config_to_dict
+from gmvol.models import build_model, count_parameters
 from gmvol.models.checkpoint import save_model
 from gmvol.regions import REGION_COLUMNS
 from gmvol.training.curves import BestWeightsCallback, CurvesLogger
@@ -49,8 +49,8 @@ class TrainConfig:
 
 
 def _loaders(train_table: pd.DataFrame, cache_dir: Path, cfg: TrainConfig,
-             scaler: TargetScaler) -> "OrderedDict[str, DataLoader]":
-    loaders: "OrderedDict[str, DataLoader]" = OrderedDict()
+             scaler: TargetScaler) -> OrderedDict[str, DataLoader]:
+    loaders: OrderedDict[str, DataLoader] = OrderedDict()
     for fold, aug in (("train", cfg.augment), ("valid", None)):
         part = train_table[train_table["fold"] == fold] if "fold" in train_table else train_table
         if fold == "valid" and part.empty:
