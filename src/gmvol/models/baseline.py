@@ -66,6 +66,18 @@ class BrainRegressorCNN(nn.Module):
             n_in = n_out
         mlp.append(nn.Linear(n_in, n_outputs))
         self.regressor = nn.Sequential(*mlp)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """He-normal weights, zero biases. PyTorch's default init (kaiming_uniform with a=sqrt(5))
+        shrinks this unnormalised ReLU stack's signal ~20x from input to output; measured on the
+        default study, the net then never leaves the mean predictor (valid loss 1.02 at lr 3e-4 to
+        3e-3), while He init learns within 3 epochs."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv3d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.regressor(self.pool(self.features(x)))
