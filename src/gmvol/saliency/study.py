@@ -12,6 +12,7 @@ import pandas as pd
 from gmvol.data.preprocess import PreprocessSpec, preprocess_image, preprocess_labels
 from gmvol.io import load_volume, write_csv, write_json
 from gmvol.models.checkpoint import load_model
+from gmvol.saliency.focus import focus_summary
 from gmvol.saliency.run import run_saliency
 
 
@@ -47,10 +48,10 @@ def saliency_for_model(model_dir: Path, test_csv: Path, regions_csv: Path, out_d
         frames.append(pd.read_csv(target / "focus.csv").assign(subject=row.subject))
     focus = pd.concat(frames, ignore_index=True)
     write_csv(focus, out_dir / "focus_all.csv")
-    metrics = {  # None, not NaN, where a model has no saliency at all (a constant output)
-        "focus_in_region_median": _median(focus["in_region"]),
-        "focus_in_brain_median": _median(focus["in_region"] + focus["in_brain_other"]),
-        "focus_outside_brain_median": _median(focus["outside_brain"]),
+    # None, not NaN, where a model has no saliency at all (a constant output): JSON has no NaN
+    medians = {k: None if np.isnan(v) else round(float(v), 4) for k, v in focus_summary(focus).items()}
+    metrics = {
+        **medians,
         "method": cfg.method, "n_subjects": len(test),
         **{k: summaries[0][k] for k in ("best_region", "median_region", "worst_region") if k in summaries[0]},
     }
@@ -60,7 +61,3 @@ def saliency_for_model(model_dir: Path, test_csv: Path, regions_csv: Path, out_d
           f"outside the brain {metrics['focus_outside_brain_median']}")
     return metrics
 
-
-def _median(values: pd.Series) -> float | None:
-    median = float(values.median())
-    return None if np.isnan(median) else round(median, 4)
