@@ -24,5 +24,7 @@ if __name__ == "__main__":
     cfg = from_mapping(TrainConfig, section, "train")
     model_cfg = model_config_from_dict(model_section)
     metrics = train_model(model_cfg, cfg, args.train, args.cache, args.out, args.curves, args.metrics)
+    if not metrics:  # a node other than 0 of a multi-node DDP job: node 0 wrote the outputs
+        raise SystemExit(0)
     print(f"train@{args.model}: valid loss {metrics['valid_loss']:.4f} "
           f"(mean predictor {metrics['valid_loss_mean_predictor']:.4f}), best epoch {metrics['best_epoch']}")

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from gmvol.data.ingest import IngestConfig, ingest
+from gmvol.data.preprocess import PreprocessSpec, build_cache
+from gmvol.data.split import SplitConfig, write_split
 from gmvol.synth.cohort import SynthConfig, synthesize_cohort
 
 TINY_SYNTH = SynthConfig(n_subjects=6, seed=3, voxel_size=4.0, workers=1)
@@ -23,3 +26,14 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cohort") / "synthetic"
     synthesize_cohort(TINY_SYNTH, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny cohort ingested, split (train.csv with 1 of 4 subjects in fold valid; 2 test) and
+    cached at 10 mm, 18 x 22 x 18 voxels."""
+    root = tmp_path_factory.mktemp("study")
+    ingest(IngestConfig(subjects_dir=str(tiny_cohort)), root / "subjects.csv", root / "excluded.csv")
+    write_split(root / "subjects.csv", root / "split", SplitConfig(test_fraction=0.34, valid_fraction=0.25))
+    build_cache(root / "subjects.csv", PreprocessSpec(voxel_size=10.0, shape=(18, 22, 18)), root / "cache", 1)
+    return root

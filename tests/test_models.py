@@ -134,10 +134,12 @@ def test_meshnet_activations(activation: str) -> None:
     assert model(torch.randn(2, 1, 16, 16, 16)).shape == (2, 68)
 
 
-def test_fast_and_plain_meshnet_share_weights_and_outputs() -> None:
+@pytest.mark.parametrize("channels", [6, 16])  # 16: the whole trunk runs channels_last
+def test_fast_and_plain_meshnet_share_weights_and_outputs(channels: int) -> None:
     torch.manual_seed(0)
-    fast = build_model(ModelConfig(meshnet=MeshNetConfig(channels=6, fast_dilation=True))).train()
-    plain = build_model(ModelConfig(meshnet=MeshNetConfig(channels=6, fast_dilation=False))).train()
+    fast = build_model(ModelConfig(meshnet=MeshNetConfig(channels=channels, fast_dilation=True))).train()
+    plain = build_model(ModelConfig(meshnet=MeshNetConfig(channels=channels, fast_dilation=False))).train()
+    assert any(getattr(m, "channels_last_output", False) for m in fast.modules()) == (channels == 16)
     plain.load_state_dict(fast.state_dict())
     x = torch.randn(2, 1, 19, 24, 17)
     out_fast, out_plain = fast(x), plain(x)
@@ -196,6 +198,32 @@ def test_fast_conv_equals_conv3d(dilation: int, dtype: torch.dtype, channels_las
     assert y_fast.is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
     with torch.no_grad():  # the inference path
         torch.testing.assert_close(fast(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dilation", [2, 8])  # 8: 2x3x2-voxel sub-grids, where oneDNN's bf16 kernel fails
+def test_fast_conv_under_bf16_autocast_is_as_exact_as_bf16_allows(dilation: int) -> None:
+    """Under CPU autocast the output and input gradient are bf16 convolutions (8-bit mantissa:
+    within 1% of exact); the weight and bias gradients are computed in fp32, from the bf16 tensors."""
+    torch.manual_seed(dilation)
+    fast = FastDilatedConv3d(16, 16, 3, dilation=dilation)
+    exact = nn.Conv3d(16, 16, 3, padding=dilation, dilation=dilation).double()
+    exact.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 16, 13, 17, 11).contiguous(memory_format=torch.channels_last_3d)
+    grad_out = torch.randn(2, 16, 13, 17, 11)
+    xi = x.detach().clone().requires_grad_()
+    with torch.autocast("cpu", torch.bfloat16):
+        y = fast(xi)
+    assert y.dtype == torch.bfloat16
+    y.float().backward(grad_out)
+    x64 = x.to(torch.bfloat16).double().requires_grad_()  # what the bf16 convolution sees
+    y64 = exact(x64)
+    y64.backward(grad_out.to(torch.bfloat16).double())  # the gradient reaches a bf16 output in bf16
+    for name, got, want, tol in (("output", y.float(), y64, 1e-2), ("input grad", xi.grad, x64.grad, 1e-2),
+                                 ("weight grad", fast.weight.grad, exact.weight.grad, 1e-2),
+                                 ("bias grad", fast.bias.grad, exact.bias.grad, 1e-5)):
+        assert torch.isfinite(got).all(), name
+        scale = float(want.abs().max())
+        torch.testing.assert_close(got.double() / scale, want / scale, rtol=0, atol=tol, msg=name)
 
 
 def test_fast_conv_rejects_even_kernels() -> None:

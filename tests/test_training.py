@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from gmvol.data.dataset import AugmentConfig, TargetScaler, VolumeDataset, flip_left_right, shift
-from gmvol.data.ingest import IngestConfig, ingest
-from gmvol.data.preprocess import PreprocessSpec, build_cache
-from gmvol.data.split import SplitConfig, write_split
+from gmvol.data.preprocess import PreprocessSpec
 from gmvol.models import model_config_from_dict
 from gmvol.models.checkpoint import load_model
 from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
+from gmvol.training.ddp import per_process_batch, resolve_layout
 from gmvol.training.engine import build_engine, resolve_engine_name
 from gmvol.training.loop import TrainConfig, train_model
 
@@ -60,21 +59,19 @@ def test_engine_is_chosen_from_params() -> None:
         assert resolve_engine_name("auto") == "cpu"
         with pytest.raises(ValueError, match="needs CUDA"):
             build_engine("gpu")
-        with pytest.raises(ValueError, match="needs CUDA"):
-            build_engine("ddp")
+        with pytest.raises(ValueError, match="ddp_processes"):
+            build_engine("ddp")  # one process per GPU, and there is none
+    layout = resolve_layout(processes=2, backend="gloo")
+    assert isinstance(build_engine("ddp", ddp=layout), dl.DistributedDataParallelEngine)
+    assert layout.world_size == 2 and layout.port > 0
+    with pytest.raises(ValueError, match="divisible"):
+        per_process_batch(3, 2)
+    with pytest.raises(ValueError, match="ddp_backend"):
+        resolve_layout(2, "mpi")
     with pytest.raises(ValueError, match="fp16"):
         build_engine("cpu", "fp16")
     with pytest.raises(ValueError, match="engine must be one of"):
         build_engine("tpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_study(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("study")
-    ingest(IngestConfig(subjects_dir=str(tiny_cohort)), root / "subjects.csv", root / "excluded.csv")
-    write_split(root / "subjects.csv", root / "split", SplitConfig(test_fraction=0.34, valid_fraction=0.25))
-    build_cache(root / "subjects.csv", PreprocessSpec(voxel_size=10.0, shape=(18, 22, 18)), root / "cache", 1)
-    return root
 
 
 MESHNET = {"name": "meshnet", "meshnet": {"channels": 6, "dilations": [1, 2, 1], "head": "grid", "grid_size": 2}}
@@ -114,3 +111,49 @@ def test_two_epochs_lower_the_loss_and_the_model_round_trips(tiny_study: Path) -
     again = Predictor(out, device="cpu").predict_files([Path(p) for p in test["t1"]], test["subject"].tolist())
     pd.testing.assert_frame_equal(first, again)
     assert (first[list(REGION_COLUMNS)] > 0).all().all()
+
+
+def _fit(study: Path, out: Path, **overrides: object) -> dict[str, torch.Tensor]:
+    """One augmentation-free epoch of the tiny MeshNet; its saved weights."""
+    settings = {"epochs": 1, "batch_size": 2, "lr": 0.01, "seed": 2,
+                "augment": AugmentConfig(flip=False, shift_voxels=0, intensity=0.0), **overrides}
+    train_model(model_config_from_dict(MESHNET), TrainConfig(**settings), study / "split" / "train.csv",  # type: ignore[arg-type]
+                study / "cache", out / "model", out / "curves.csv", out / "metrics.json")
+    return torch.load(out / "model" / "model.pt", weights_only=True)
+
+
+def test_reading_the_cache_per_batch_in_workers_trains_like_preloading(tiny_study: Path, tmp_path: Path) -> None:
+    """preload_gib=0 reads every image from the cache inside 2 loader processes: same batches,
+    same order, so the same weights as holding the images in memory."""
+    from gmvol.data.dataset import CachedImages
+    from gmvol.training.loop import _images
+
+    spec = PreprocessSpec(voxel_size=10.0, shape=(18, 22, 18))
+    subjects = pd.read_csv(tiny_study / "split" / "train.csv")["subject"].tolist()
+    streamed_images = _images(tiny_study / "cache", subjects, spec, TrainConfig(preload_gib=0))
+    held = _images(tiny_study / "cache", subjects, spec, TrainConfig())
+    assert isinstance(streamed_images, CachedImages) and isinstance(held, np.ndarray)
+    np.testing.assert_array_equal(np.stack([streamed_images[i] for i in range(len(subjects))]), held)
+    preloaded = _fit(tiny_study, tmp_path / "preloaded")
+    streamed = _fit(tiny_study, tmp_path / "streamed", preload_gib=0.0, num_workers=2)
+    for name, value in preloaded.items():
+        torch.testing.assert_close(streamed[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_bf16_autocast_trains_close_to_fp32(tiny_study: Path, tmp_path: Path) -> None:
+    """precision bf16 on CPU really runs the convolutions in bf16 (weights differ from fp32) yet
+    takes the same steps: each conv's weight update points the same way as fp32's (cosine > 0.9;
+    Adam moves every weight by about the learning rate, so bf16 rounding flips the sign of some
+    near-zero gradients and the updates cannot match element by element)."""
+    torch.manual_seed(2)
+    from gmvol.models import build_model
+
+    init = build_model(model_config_from_dict(MESHNET)).state_dict()
+    fp32 = _fit(tiny_study, tmp_path / "fp32", engine="cpu")
+    bf16 = _fit(tiny_study, tmp_path / "bf16", engine="cpu", precision="bf16")
+    convs = [k for k in fp32 if k.endswith("conv.weight")]
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in convs)
+    for k in convs:
+        cosine = torch.nn.functional.cosine_similarity((fp32[k] - init[k]).flatten(), (bf16[k] - init[k]).flatten(), 0)
+        print(f"{k}: cosine {float(cosine):.3f}")
+        assert cosine > 0.9, k

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +81,26 @@ def load_images(cache_dir: Path, subjects: list[str]) -> np.ndarray:
     return np.stack([load_cached(cache_dir, s)["image"] for s in subjects])
 
 
-class VolumeDataset(Dataset):
-    """(image (1, D, H, W), standardised targets (68,)) pairs from in-memory cached images."""
+class CachedImages(Sequence):
+    """The cached images of `subjects`, each read from disk when asked for: at 1 mm 256^3 the
+    cache of 670 subjects is 42 GiB, too much to hold (once per DDP process, too). DataLoader
+    worker processes then read the next batches while the model trains on this one."""
 
-    def __init__(self, images: np.ndarray, volumes: np.ndarray, scaler: TargetScaler,
+    def __init__(self, cache_dir: Path, subjects: list[str]) -> None:
+        self.cache_dir, self.subjects = Path(cache_dir), list(subjects)
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        return load_cached(self.cache_dir, self.subjects[index])["image"]
+
+
+class VolumeDataset(Dataset):
+    """(image (1, D, H, W), standardised targets (68,)) pairs from cached images, held in memory
+    (an array) or read on access (:class:`CachedImages`)."""
+
+    def __init__(self, images: np.ndarray | CachedImages, volumes: np.ndarray, scaler: TargetScaler,
                  augment_cfg: AugmentConfig | None = None) -> None:
         self.images = images
         self.targets = scaler.transform(volumes)

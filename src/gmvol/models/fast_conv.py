@@ -1,20 +1,23 @@
 """A dilated 3D convolution that is fast to train on CPU.
 
-PyTorch's CPU (oneDNN) kernels have a direct, vectorised path for dilation 1, but the weight
-gradient of a *dilated* Conv3d falls back to an im2col GEMM that is several times slower. A
-dilation-d convolution is exactly a dilation-1 convolution applied independently to each of the
-d^3 phase sub-grids x[..., a::d, b::d, c::d] ("space-to-batch"), so we rearrange the tensor,
-run the fast kernel with the sub-grids stacked along the batch axis, and rearrange back. Each
-rearrangement is one copy, and autograd differentiates them for free.
+PyTorch's CPU (oneDNN) kernels compute a dilated Conv3d's output and its input gradient about as
+fast as an undilated one, but its *weight* gradient falls back to an im2col GEMM that is 2-7x
+slower (measured on 2 cores at 36x44x38, 16 channels: 33 ms vs 15 ms in fp32, 70 ms vs 11 ms in
+bf16, where it makes AMP training 25x slower). So the forward pass and the input gradient use
+oneDNN's own dilated kernels, and only the weight gradient is rearranged: a dilation-d
+convolution is exactly a dilation-1 convolution applied independently to each of the d^3 phase
+sub-grids x[..., a::d, b::d, c::d] ("space-to-batch"), so the input and the output gradient are
+stacked that way (one copy each) and the fast undilated weight-gradient kernel runs on them.
 
-Layout, measured on 2 cores (48^3, 21 channels): oneDNN's direct kernels are fastest on
-channels_last_3d tensors, but PyTorch's BatchNorm backward is ~2x slower on them (21 channels do
-not fill its vectors). So when training, the convolution runs in channels_last internally and
-hands back the layout it was given: the space-to-batch copies change layout for free, and a
-dilation-1 conv pays two cheap copies. Without autograd (inference) the slow weight-gradient
-kernel is never called, so oneDNN's own dilated kernel runs and the output stays channels_last,
-the fastest inference layout (~1.7x faster than channels-first at 128^3). On other devices this is
-a plain Conv3d.
+Layout: oneDNN's direct kernels are fastest on channels_last_3d tensors. PyTorch's BatchNorm
+backward is ~2x slower on them when the channel count does not fill its AVX-512 vectors (21
+channels), but not at 16 channels. So when training, the convolution runs in channels_last
+internally and by default hands back the layout it was given; a model whose width suits
+channels_last sets ``channels_last_output`` and keeps the whole trunk in it, which spares those
+copies (MeshNet does so at multiples of 16 channels). Without autograd (inference) the output
+stays channels_last, the fastest inference layout (~1.7x faster than channels-first at 128^3).
+Under CPU autocast (bf16) the convolution runs in the autocast dtype. On other devices this is a
+plain Conv3d.
 """
 
 from __future__ import annotations
@@ -57,13 +60,13 @@ def relayout(x: torch.Tensor, *, channels_last: bool) -> torch.Tensor:
     return _Relayout.apply(x, channels_last)
 
 
-def space_to_batch(x: torch.Tensor, dilation: int) -> tuple[torch.Tensor, Grid]:
+def space_to_batch(x: torch.Tensor, dilation: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, Grid]:
     """Stack the dilation^3 phase sub-grids of `x` (B, C, D, H, W) along the batch axis.
 
     The volume is zero-padded at the far end to a multiple of `dilation` (those voxels lie
     outside the image, where a 'same' convolution sees zeros anyway). Returns the stacked tensor
-    (B * d^3, C, D/d, H/d, W/d), laid out channels_last_3d, and the sub-grid shape. The split
-    starts from `x`'s own memory order, so autograd's copy gives its gradient that same layout.
+    (B * d^3, C, D/d, H/d, W/d) in `dtype` (default: x's), laid out channels_last_3d, and the
+    sub-grid shape.
     """
     d = dilation
     b, c = x.shape[:2]
@@ -76,25 +79,46 @@ def space_to_batch(x: torch.Tensor, dilation: int) -> tuple[torch.Tensor, Grid]:
         x = x.permute(0, 2, 3, 4, 1).reshape(b, q0, d, q1, d, q2, d, c).permute(0, 2, 4, 6, 1, 3, 5, 7)
     else:
         x = x.reshape(b, c, q0, d, q1, d, q2, d).permute(0, 3, 5, 7, 2, 4, 6, 1)
-    return x.reshape(b * d**3, q0, q1, q2, c).permute(0, 4, 1, 2, 3), (q0, q1, q2)
+    stacked = x.reshape(b * d**3, q0, q1, q2, c).to(dtype or x.dtype)
+    return stacked.permute(0, 4, 1, 2, 3), (q0, q1, q2)
 
 
-def batch_to_space(y: torch.Tensor, dilation: int, grid: Grid, shape: Grid, *,
-                   channels_last: bool) -> torch.Tensor:
-    """Invert :func:`space_to_batch`: interleave the sub-grids, crop to `shape`, in the asked layout."""
-    d = dilation
-    c = y.shape[1]
-    b = y.shape[0] // d**3
-    q0, q1, q2 = grid
-    y = y.permute(0, 2, 3, 4, 1).reshape(b, d, d, d, q0, q1, q2, c)
-    if channels_last:
-        y = y.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, q0 * d, q1 * d, q2 * d, c).permute(0, 4, 1, 2, 3)
-    else:
-        y = y.permute(0, 7, 4, 1, 5, 2, 6, 3).reshape(b, c, q0 * d, q1 * d, q2 * d)
-    if tuple(y.shape[2:]) != tuple(shape):
-        y = y[:, :, : shape[0], : shape[1], : shape[2]]
-        y = y.contiguous(memory_format=_memory_format(channels_last))
-    return y
+class _DilatedConv3d(torch.autograd.Function):
+    """'Same'-padded stride-1 dilated conv on channels_last tensors, computed in `dtype` (the
+    autocast dtype, or the input's): oneDNN's kernels for the output and the input gradient,
+    space-to-batch for the weight and bias gradients. Those are computed in the parameters' own
+    dtype (fp32): oneDNN's bf16 weight-gradient kernel returns garbage on small sub-grids
+    (measured: 2x3x2 voxels at dilation 8), and in fp32 it is as fast at dilation 8 and exact."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None, dilation: int, dtype: torch.dtype) -> torch.Tensor:
+        x, kernel = x.to(dtype), weight.to(dtype)
+        ctx.save_for_backward(x, kernel)
+        ctx.dilation, ctx.has_bias, ctx.param_dtype = dilation, bias is not None, weight.dtype
+        return F.conv3d(x, kernel, None if bias is None else bias.to(dtype),
+                        padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx,
+                 grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, kernel = ctx.saved_tensors
+        d, radius = ctx.dilation, kernel.shape[-1] // 2
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad = grad.to(x.dtype).contiguous(memory_format=CHANNELS_LAST)
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, kernel, None, [1] * 3, [d * radius] * 3, [d] * 3, False, [0] * 3, 1,
+                [True, False, False])[0]
+        if need_w or need_b:
+            dtype = ctx.param_dtype
+            stacked_x = space_to_batch(x, d, dtype)[0]
+            stacked_grad = space_to_batch(grad, d, dtype)[0]  # zero-padded like x: no output there
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                stacked_grad, stacked_x, kernel.to(dtype), [kernel.shape[0]] if ctx.has_bias else None,
+                [1] * 3, [radius] * 3, [1] * 3, False, [0] * 3, 1, [False, need_w, need_b and ctx.has_bias])
+        return grad_x, grad_w, grad_b, None, None
 
 
 class FastDilatedConv3d(nn.Conv3d):
@@ -106,6 +130,9 @@ class FastDilatedConv3d(nn.Conv3d):
     When autograd records, the output keeps the input's memory layout; otherwise it is
     channels_last_3d.
     """
+
+    channels_last_output: bool = False
+    """Training on CPU: always answer channels_last_3d, instead of the input's layout."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
                  dilation: int = 1, bias: bool = True) -> None:
@@ -123,11 +150,12 @@ class FastDilatedConv3d(nn.Conv3d):
             # No backward to pay for: oneDNN's own dilated forward kernel is fast, and without
             # BatchNorm backward channels_last is the fastest layout end to end.
             return relayout(super().forward(relayout(x, channels_last=True)), channels_last=True)
-        channels_last = is_channels_last(x)
-        d = self.dilation[0]
-        if d == 1:
-            y = super().forward(relayout(x, channels_last=True))
-            return relayout(y, channels_last=channels_last)
-        stacked, grid = space_to_batch(x, d)
-        y = F.conv3d(stacked, self.weight, self.bias, padding=self.kernel_size[0] // 2)
-        return batch_to_space(y, d, grid, (x.shape[2], x.shape[3], x.shape[4]), channels_last=channels_last)
+        channels_last = self.channels_last_output or is_channels_last(x)
+        x = relayout(x, channels_last=True)
+        if self.dilation[0] == 1:
+            return relayout(super().forward(x), channels_last=channels_last)
+        # computed in the autocast dtype as autocast would; the Function itself runs outside it
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        with torch.autocast("cpu", enabled=False):
+            y = _DilatedConv3d.apply(x, self.weight, self.bias, self.dilation[0], dtype)
+        return relayout(y, channels_last=channels_last)

@@ -7,14 +7,17 @@ from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 """Activation name (as written in configs) -> module class."""
+INPLACE_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ELU)
 
 
-def make_activation(name: str) -> nn.Module:
-    """Instantiate an activation by its config name."""
+def make_activation(name: str, inplace: bool = False) -> nn.Module:
+    """Instantiate an activation by its config name; `inplace` (where the activation has it) saves
+    one activation-sized allocation when its input is not needed again (e.g. after BatchNorm)."""
     try:
-        return ACTIVATIONS[name]()
+        cls = ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
+    return cls(inplace=True) if inplace and cls in INPLACE_ACTIVATIONS else cls()
 
 
 def make_dropout3d(p: float) -> nn.Module:

@@ -16,6 +16,9 @@ from gmvol.models.heads import SoftCountHead, make_head
 from gmvol.models.layers import append_coordinates, make_activation, make_dropout3d
 
 N_COORDINATES = 3
+CHANNELS_LAST_MULTIPLE = 16
+"""Widths that are multiples of this fill AVX-512 float vectors, so the whole trunk runs fastest
+in channels_last_3d (benchmarks/bench_train.py); other widths keep channels-first BatchNorm."""
 
 
 def _conv3(in_channels: int, out_channels: int, dilation: int, fast: bool) -> nn.Conv3d:
@@ -30,7 +33,7 @@ def conv_block(in_channels: int, out_channels: int, dilation: int, cfg: MeshNetC
     return nn.Sequential(OrderedDict(
         conv=_conv3(in_channels, out_channels, dilation, cfg.fast_dilation),
         norm=nn.BatchNorm3d(out_channels),
-        act=make_activation(cfg.activation),
+        act=make_activation(cfg.activation, inplace=True),  # BatchNorm's backward needs its input only
         drop=make_dropout3d(cfg.dropout),
     ))
 
@@ -79,6 +82,10 @@ class MeshNet(nn.Module):
         widths = [first] + [cfg.channels] * len(cfg.dilations)
         self.blocks = nn.ModuleList(
             conv_block(widths[i], widths[i + 1], d, cfg) for i, d in enumerate(cfg.dilations))
+        if cfg.fast_dilation and cfg.channels % CHANNELS_LAST_MULTIPLE == 0:
+            for module in self.blocks.modules():
+                if isinstance(module, FastDilatedConv3d):
+                    module.channels_last_output = True
         self.final = nn.Conv3d(cfg.channels, cfg.channels, kernel_size=1)
         self.head = make_head(cfg.head, cfg.channels, n_outputs, cfg.grid_size)
 

@@ -56,6 +56,8 @@ class BestWeightsCallback(dl.Callback):
         return {k: v.detach().cpu().clone() for k, v in copy.copy(model.state_dict()).items()}
 
     def on_epoch_end(self, runner: dl.IRunner) -> None:
+        if not getattr(runner.engine, "is_main_process", True):
+            return  # under DDP only rank 0 saves; the others need no copies
         score = float(runner.epoch_metrics[self.loader_key][self.metric_key])
         self.last_state = self._state(runner)
         if score < self.best_score:

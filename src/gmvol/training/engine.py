@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+from accelerate.state import AcceleratorState
 from catalyst import dl
+
+from gmvol.training.ddp import DDPEngine, DDPLayout, resolve_layout
 
 ENGINES = ("auto", "cpu", "gpu", "ddp")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -18,18 +21,23 @@ def resolve_engine_name(name: str) -> str:
     return name
 
 
-def build_engine(name: str, precision: str = "fp32", ddp_port: int = 12345) -> dl.Engine:
-    """CPU, single GPU (optionally AMP in bf16/fp16) or multi-GPU DDP through Catalyst."""
+def build_engine(name: str, precision: str = "fp32", ddp: DDPLayout | None = None,
+                 threads: int = 0) -> dl.Engine:
+    """CPU, single GPU (optionally AMP in bf16/fp16), or DDP (`ddp`, default: one process per GPU)
+    on GPUs with nccl or on CPU with gloo, through Catalyst."""
     if precision not in PRECISIONS:
         raise ValueError(f"train.precision must be one of {PRECISIONS}, got {precision!r}")
     name = resolve_engine_name(name)
     mixed = None if precision == "fp32" else precision
+    if mixed == "fp16" and (name == "cpu" or not torch.cuda.is_available()):
+        raise ValueError("fp16 autocast needs a GPU; use precision bf16 or fp32 on CPU")
+    # accelerate keeps one process-wide state and refuses an engine of another precision than the
+    # first one built ("AcceleratorState has already been initialized"); each run builds its own.
+    AcceleratorState._reset_state()
     if name == "cpu":
-        if mixed == "fp16":
-            raise ValueError("fp16 autocast needs a GPU; use precision bf16 or fp32 on CPU")
         return dl.CPUEngine(mixed_precision=mixed or "no")
+    if name == "ddp":
+        return DDPEngine(ddp or resolve_layout(), threads=threads, mixed_precision=mixed or "no")
     if not torch.cuda.is_available():
-        raise ValueError(f"train.engine={name!r} needs CUDA, and none is available; use 'cpu'")
-    if name == "gpu":
-        return dl.GPUEngine(mixed_precision=mixed or "no")
-    return dl.DistributedDataParallelEngine(mixed_precision=mixed or "no", port=ddp_port)
+        raise ValueError(f"train.engine={name!r} needs CUDA, and none is available; use 'cpu' or 'ddp'")
+    return dl.GPUEngine(mixed_precision=mixed or "no")

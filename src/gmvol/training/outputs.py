@@ -1,0 +1,56 @@
+"""Write a finished run's files from inside the run, on the main process only.
+
+Under DDP the runner is pickled into spawned processes, so the caller's callbacks never see the
+training; the outputs must be written by the process that trained, and by exactly one of them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from catalyst import dl
+
+from gmvol.io import atomic_path, write_json
+from gmvol.models import count_parameters
+from gmvol.models.checkpoint import save_model
+from gmvol.training.curves import BestWeightsCallback, CurvesLogger
+
+
+class SaveOutputsCallback(dl.Callback):
+    """At the end of the experiment, rank 0 writes model.pt (best weights), last.pt, model.json
+    and the metrics JSON; the curves CSV is written by `curves`, a logger only rank 0 has."""
+
+    def __init__(self, best: BestWeightsCallback, curves: CurvesLogger, out_dir: Path, model_cfg: Any,
+                 metadata: dict[str, Any], metrics_json: Path, metrics: dict[str, Any]) -> None:
+        super().__init__(order=dl.CallbackOrder.External)
+        self.best, self.curves = best, curves
+        self.out_dir, self.model_cfg, self.metrics_json = Path(out_dir), model_cfg, Path(metrics_json)
+        self.metadata, self.metrics = metadata, metrics
+        self._started = 0.0
+
+    def on_experiment_start(self, runner: dl.IRunner) -> None:
+        self._started = time.perf_counter()
+
+    def on_experiment_end(self, runner: dl.IRunner) -> None:
+        if not runner.engine.is_main_process:
+            return
+        seconds = time.perf_counter() - self._started
+        model = runner.engine.unwrap_model(runner.model)
+        best = self.best
+        model.load_state_dict(best.best_state or best.last_state or model.state_dict())
+        n_parameters = count_parameters(model)
+        save_model(self.out_dir, model, self.model_cfg,
+                   {**self.metadata, "best_epoch": best.best_epoch, "n_parameters": n_parameters})
+        if best.last_state is not None:
+            with atomic_path(self.out_dir / "last.pt") as tmp:
+                torch.save(best.last_state, tmp)
+        epochs = len(self.curves.rows)
+        n_train = len(runner.loaders["train"].dataset)
+        write_json({**self.metrics, "valid_loss": best.best_score, "best_epoch": best.best_epoch,
+                    "train_seconds": seconds, "epochs_run": epochs,
+                    "seconds_per_sample": seconds / max(1, epochs) / n_train,
+                    "n_parameters": n_parameters, "world_size": runner.engine.num_processes},
+                   self.metrics_json)

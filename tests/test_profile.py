@@ -1,0 +1,73 @@
+"""The README's full-scale profile (one `dvc exp run -S ...` line) must be valid params: every key
+exists, every section builds its typed config, and it really is the paper's scale."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gmvol.config import from_mapping, read_yaml
+from gmvol.data.preprocess import PreprocessSpec
+from gmvol.models import model_config_from_dict
+from gmvol.synth.cohort import SynthConfig
+from gmvol.training.loop import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def profile_overrides(heading: str) -> list[str]:
+    """The -S values of the first ```bash block under `heading` in README.md."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(heading):]
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert block, f"no bash block under {heading!r}"
+    words = shlex.split(block.group(1).replace("\\\n", " "), comments=True)
+    assert words[:3] == ["dvc", "exp", "run"]
+    return [words[i + 1] for i, w in enumerate(words) if w == "-S"]
+
+
+def apply(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """What `dvc exp run -S key=value` does to params.yaml; an unknown key fails here."""
+    out = copy.deepcopy(params)
+    for item in overrides:
+        key, value = item.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            assert part in node, f"{key}: no section {part!r} in params.yaml"
+            node = node[part]
+        assert leaf in node, f"{key}: no key {leaf!r} in params.yaml"
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def train_config(params: dict[str, Any], model: str) -> TrainConfig:
+    """As stages/train.py builds it: the train section, then the model's own overrides."""
+    overrides = params["models"][model].get("train", {})
+    section = {k: v for k, v in params["train"].items() if k != "models"} | overrides
+    return from_mapping(TrainConfig, section, "train")
+
+
+def test_full_scale_profile_is_the_papers_scale() -> None:
+    params = apply(read_yaml(ROOT / "params.yaml"), profile_overrides("## The paper's full scale"))
+    synth = from_mapping(SynthConfig, params["synthesize"])
+    spec = from_mapping(PreprocessSpec, {k: v for k, v in params["preprocess"].items() if k != "workers"})
+    assert synth.n_subjects == 670 and synth.voxel_size == 1.0
+    assert spec.voxel_size == 1.0 and spec.shape == (256, 256, 256)
+    meshnet = model_config_from_dict({k: v for k, v in params["models"]["meshnet"].items() if k != "train"})
+    assert meshnet.meshnet.channels == 21 and meshnet.meshnet.checkpointing
+    for model in params["train"]["models"]:
+        cfg = train_config(params, model)
+        assert cfg.engine == "gpu" and cfg.precision == "bf16"
+        assert cfg.epochs >= 20  # per-model overrides must not silently keep the CPU defaults
+    meshnet_train = train_config(params, "meshnet")
+    assert meshnet_train.batch_size >= 1
+    # the 1 mm training images cannot be held in memory: they are streamed, by loader processes
+    images_gib = 536 * 256**3 * 4 / 2**30
+    assert images_gib > meshnet_train.preload_gib and meshnet_train.num_workers > 0
+    assert params["saliency"]["device"] == "cuda"  # 68 backward passes at 256^3 are for a GPU
