@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Grid = tuple[int, int, int]
 CHANNELS_LAST = torch.channels_last_3d
 
 
@@ -60,13 +59,12 @@ def relayout(x: torch.Tensor, *, channels_last: bool) -> torch.Tensor:
     return _Relayout.apply(x, channels_last)
 
 
-def space_to_batch(x: torch.Tensor, dilation: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, Grid]:
+def space_to_batch(x: torch.Tensor, dilation: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Stack the dilation^3 phase sub-grids of `x` (B, C, D, H, W) along the batch axis.
 
     The volume is zero-padded at the far end to a multiple of `dilation` (those voxels lie
     outside the image, where a 'same' convolution sees zeros anyway). Returns the stacked tensor
-    (B * d^3, C, D/d, H/d, W/d) in `dtype` (default: x's), laid out channels_last_3d, and the
-    sub-grid shape.
+    (B * d^3, C, D/d, H/d, W/d) in `dtype` (default: x's), laid out channels_last_3d.
     """
     d = dilation
     b, c = x.shape[:2]
@@ -80,22 +78,23 @@ def space_to_batch(x: torch.Tensor, dilation: int, dtype: torch.dtype | None = N
     else:
         x = x.reshape(b, c, q0, d, q1, d, q2, d).permute(0, 3, 5, 7, 2, 4, 6, 1)
     stacked = x.reshape(b * d**3, q0, q1, q2, c).to(dtype or x.dtype)
-    return stacked.permute(0, 4, 1, 2, 3), (q0, q1, q2)
+    return stacked.permute(0, 4, 1, 2, 3)
 
 
 class _DilatedConv3d(torch.autograd.Function):
     """'Same'-padded stride-1 dilated conv on channels_last tensors, computed in `dtype` (the
     autocast dtype, or the input's): oneDNN's kernels for the output and the input gradient,
-    space-to-batch for the weight and bias gradients. Those are computed in the parameters' own
-    dtype (fp32): oneDNN's bf16 weight-gradient kernel returns garbage on small sub-grids
-    (measured: 2x3x2 voxels at dilation 8), and in fp32 it is as fast at dilation 8 and exact."""
+    space-to-batch for the weight gradient. oneDNN's bf16 weight-gradient kernel returns garbage
+    when the sub-grids are thinner than the kernel along their first axis (measured: depth 2
+    with a 3-wide kernel, e.g. 13 voxels at dilation 8), so such layers compute it in the
+    parameters' dtype (fp32). The bias gradient is a plain sum, in the parameters' dtype."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None, dilation: int, dtype: torch.dtype) -> torch.Tensor:
         x, kernel = x.to(dtype), weight.to(dtype)
         ctx.save_for_backward(x, kernel)
-        ctx.dilation, ctx.has_bias, ctx.param_dtype = dilation, bias is not None, weight.dtype
+        ctx.dilation, ctx.param_dtype = dilation, weight.dtype
         return F.conv3d(x, kernel, None if bias is None else bias.to(dtype),
                         padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
 
@@ -103,21 +102,24 @@ class _DilatedConv3d(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx,
                  grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, kernel = ctx.saved_tensors
-        d, radius = ctx.dilation, kernel.shape[-1] // 2
+        d, size = ctx.dilation, kernel.shape[-1]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad = grad.to(x.dtype).contiguous(memory_format=CHANNELS_LAST)
         grad_x = grad_w = grad_b = None
         if need_x:
             grad_x = torch.ops.aten.convolution_backward(
-                grad, x, kernel, None, [1] * 3, [d * radius] * 3, [d] * 3, False, [0] * 3, 1,
+                grad, x, kernel, None, [1] * 3, [d * (size // 2)] * 3, [d] * 3, False, [0] * 3, 1,
                 [True, False, False])[0]
-        if need_w or need_b:
-            dtype = ctx.param_dtype
-            stacked_x = space_to_batch(x, d, dtype)[0]
-            stacked_grad = space_to_batch(grad, d, dtype)[0]  # zero-padded like x: no output there
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                stacked_grad, stacked_x, kernel.to(dtype), [kernel.shape[0]] if ctx.has_bias else None,
-                [1] * 3, [radius] * 3, [1] * 3, False, [0] * 3, 1, [False, need_w, need_b and ctx.has_bias])
+        if need_w:
+            thin = min(-(-n // d) for n in x.shape[2:]) < size
+            dtype = ctx.param_dtype if thin else x.dtype
+            stacked_x = space_to_batch(x, d, dtype)
+            stacked_grad = space_to_batch(grad, d, dtype)  # zero-padded like x: no output there
+            grad_w = torch.ops.aten.convolution_backward(
+                stacked_grad, stacked_x, kernel.to(dtype), None, [1] * 3, [size // 2] * 3, [1] * 3, False,
+                [0] * 3, 1, [False, True, False])[1].to(ctx.param_dtype)
+        if need_b:
+            grad_b = grad.sum(dim=(0, 2, 3, 4), dtype=ctx.param_dtype)
         return grad_x, grad_w, grad_b, None, None
 
 
