@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from gmvol import __version__
 from gmvol.io import write_json, write_text
-from gmvol.predict import Predictor, ScanResult, discover_inputs, input_kind
+from gmvol.predict import PRECISIONS, Predictor, ScanResult, discover_inputs, input_kind
 
 EXIT_OK, EXIT_SCAN_FAILED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("csv", "tsv", "json")
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="auto = cuda when available (default: %(default)s)")
     predict.add_argument("--batch-size", type=_positive_int, default=4,
                          help="scans per forward pass (default: %(default)s)")
-    predict.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    predict.add_argument("--precision", choices=PRECISIONS, default="fp32",
                          help="bf16 autocast: faster on GPUs, within 1%% of fp32 (default: %(default)s)")
     predict.add_argument("--crop-threshold", type=float, default=0.0, metavar="T",
                          help="MeshNet runs only on the bounding box of input voxels above T (normalised "

@@ -185,7 +185,7 @@ class Predictor:
         pass: about 2x faster on GPUs and on CPUs with bf16 instructions (AVX512-BF16, AMX),
         within the tolerance measured in benchmarks/README.md; slower on CPUs without them.
         `retain_memory` (CPU): keep freed activation memory for the next scan instead of
-        page-faulting it back in (`gmvol.heap`; 23% of a 256^3 forward on 2 cores).
+        page-faulting it back in (`gmvol.heap`; 12% of a 256^3 MeshNet-21 forward on 2 cores).
         """
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be at least 1")
