@@ -7,7 +7,9 @@ bf16, where it makes AMP training 25x slower). So the forward pass and the input
 oneDNN's own dilated kernels, and only the weight gradient is rearranged: a dilation-d
 convolution is exactly a dilation-1 convolution applied independently to each of the d^3 phase
 sub-grids x[..., a::d, b::d, c::d] ("space-to-batch"), so the input and the output gradient are
-stacked that way (one copy each) and the fast undilated weight-gradient kernel runs on them.
+rearranged that way (one copy each) and the fast undilated weight-gradient kernel runs on them,
+with its bias gradient from the same call. The width phases go side by side, zero-separated,
+rather than onto the batch axis: the kernel is 2-3x faster per voxel on long rows.
 
 Layout: oneDNN's direct kernels are fastest on channels_last_3d tensors. PyTorch's BatchNorm
 backward is ~2x slower on them when the channel count does not fill its AVX-512 vectors (21
@@ -21,6 +23,8 @@ plain Conv3d.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -54,31 +58,68 @@ class _Relayout(torch.autograd.Function):
 
 def relayout(x: torch.Tensor, *, channels_last: bool) -> torch.Tensor:
     """`x` in the asked memory layout, with its gradient returned in `x`'s own layout."""
+    if channels_last and x.shape[1] == 1 and x.is_contiguous():
+        # One channel: both layouts at once, and oneDNN reads the strides to pick its output's
+        # layout; channels_last strides (a view) make it answer channels_last, sparing a copy.
+        _, _, *spatial = x.shape
+        return x.as_strided(x.shape, (x[0].numel(), 1, spatial[1] * spatial[2], spatial[2], 1))
     if x.is_contiguous(memory_format=_memory_format(channels_last)):
         return x
     return _Relayout.apply(x, channels_last)
 
 
-def space_to_batch(x: torch.Tensor, dilation: int, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Stack the dilation^3 phase sub-grids of `x` (B, C, D, H, W) along the batch axis.
+def _axis_blocks(length: int, dilation: int) -> list[tuple[slice, slice, slice]]:
+    """(voxels, phases, slots) of one axis: voxel j * dilation + p is phase p's slot j. The first
+    block holds the slots every phase fills, the second the last, partial slot."""
+    full, rest = divmod(length, dilation)
+    blocks = [(slice(0, full * dilation), slice(0, dilation), slice(0, full))] if full else []
+    if rest:
+        blocks.append((slice(full * dilation, length), slice(0, rest), slice(full, full + 1)))
+    return blocks
 
-    The volume is zero-padded at the far end to a multiple of `dilation` (those voxels lie
-    outside the image, where a 'same' convolution sees zeros anyway). Returns the stacked tensor
-    (B * d^3, C, D/d, H/d, W/d) in `dtype` (default: x's), laid out channels_last_3d.
+
+def _axis_gaps(length: int, dilation: int) -> list[tuple[slice, slice]]:
+    """(phases, slots) of one axis that hold no voxel, i.e. zeros."""
+    full, rest = divmod(length, dilation)
+    return [(slice(0, rest), slice(full + 1, None)), (slice(rest, None), slice(full, None))]
+
+
+def space_to_batch(x: torch.Tensor, dilation: int, gap: int = 1, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Rearrange `x` (B, C, D, H, W) so that a dilation-d 'same' convolution of it is an undilated
+    one: depth and height phase sub-grids x[..., a::d, b::d, :] are stacked along the batch axis,
+    and within each, the d width phases are laid side by side, each followed by at least `gap`
+    zeros.
+
+    The zeros keep neighbouring width phases apart for a kernel up to 2 * gap + 1 wide, and pad
+    the far end of every axis where its length is not a multiple of d (voxels outside the image,
+    which a 'same' convolution sees as zeros anyway). Width phases
+    side by side instead of on the batch axis: oneDNN's weight-gradient kernel runs 2-3x faster
+    per voxel on long rows than on d^3 tiny sub-grids (5x6x5 at dilation 8 of the default grid).
+    Returns (B * d^2, C, ceil(D/d), ceil(H/d), d * (ceil(W/d) + gap)) in `dtype` (default: x's),
+    channels_last_3d, written by one copy per block of voxels (no padded intermediate).
     """
     d = dilation
-    b, c = x.shape[:2]
-    pads = [(-n) % d for n in x.shape[2:]]
-    if any(pads):
-        x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
-    q0, q1, q2 = (n // d for n in x.shape[2:])
-    # Split each axis into (sub-grid index, phase); move the phases next to the batch axis.
-    if is_channels_last(x):
-        x = x.permute(0, 2, 3, 4, 1).reshape(b, q0, d, q1, d, q2, d, c).permute(0, 2, 4, 6, 1, 3, 5, 7)
-    else:
-        x = x.reshape(b, c, q0, d, q1, d, q2, d).permute(0, 3, 5, 7, 2, 4, 6, 1)
-    stacked = x.reshape(b * d**3, q0, q1, q2, c).to(dtype or x.dtype)
-    return stacked.permute(0, 4, 1, 2, 3)
+    b, c, *shape = x.shape
+    slots = [-(-n // d) for n in shape]
+    slots[2] += gap
+    # (B, depth phase, height phase, depth slot, height slot, width phase, width slot, C)
+    stacked = torch.empty(b, d, d, slots[0], slots[1], d, slots[2], c, dtype=dtype or x.dtype, device=x.device)
+    phase_dims, slot_dims = (1, 2, 5), (3, 4, 6)
+    for axis, n in enumerate(shape):
+        for phases, empty in _axis_gaps(n, d):
+            index = [slice(None)] * stacked.dim()
+            index[phase_dims[axis]], index[slot_dims[axis]] = phases, empty
+            stacked[tuple(index)].zero_()
+    channels_last = x.permute(0, 2, 3, 4, 1)  # a view: (B, D, H, W, C)
+    for blocks in itertools.product(*(_axis_blocks(n, d) for n in shape)):
+        voxels, split = [], [b]
+        for axis_voxels, phases, axis_slots in blocks:
+            voxels.append(axis_voxels)
+            split += [axis_slots.stop - axis_slots.start, phases.stop - phases.start]  # voxel = slot * d + phase
+        block = channels_last[:, voxels[0], voxels[1], voxels[2]].reshape(*split, c)
+        (_, pd, sd), (_, ph, sh), (_, pw, sw) = blocks
+        stacked[:, pd, ph, sd, sh, pw, sw].copy_(block.permute(0, 2, 4, 1, 3, 6, 5, 7))
+    return stacked.reshape(b * d * d, slots[0], slots[1], d * slots[2], c).permute(0, 4, 1, 2, 3)
 
 
 class _DilatedConv3d(torch.autograd.Function):
@@ -87,7 +128,7 @@ class _DilatedConv3d(torch.autograd.Function):
     space-to-batch for the weight gradient. oneDNN's bf16 weight-gradient kernel returns garbage
     when the sub-grids are thinner than the kernel along their first axis (measured: depth 2
     with a 3-wide kernel, e.g. 13 voxels at dilation 8), so such layers compute it in the
-    parameters' dtype (fp32). The bias gradient is a plain sum, in the parameters' dtype."""
+    parameters' dtype (fp32). The bias gradient comes with the weight gradient, in the same dtype."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor,
@@ -113,12 +154,16 @@ class _DilatedConv3d(torch.autograd.Function):
         if need_w:
             thin = min(-(-n // d) for n in x.shape[2:]) < size
             dtype = ctx.param_dtype if thin else x.dtype
-            stacked_x = space_to_batch(x, d, dtype)
-            stacked_grad = space_to_batch(grad, d, dtype)  # zero-padded like x: no output there
-            grad_w = torch.ops.aten.convolution_backward(
-                stacked_grad, stacked_x, kernel.to(dtype), None, [1] * 3, [size // 2] * 3, [1] * 3, False,
-                [0] * 3, 1, [False, True, False])[1].to(ctx.param_dtype)
-        if need_b:
+            stacked_x = space_to_batch(x, d, size // 2, dtype)
+            stacked_grad = space_to_batch(grad, d, size // 2, dtype)  # zeros where x has: no output there
+            # the bias gradient (a sum of the output gradient, padding adds zeros) comes from the
+            # same kernel for free; a separate fp32 sum costs a pass over memory (~3 ms a layer)
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                stacked_grad, stacked_x, kernel.to(dtype), [kernel.shape[0]] if need_b else None, [1] * 3,
+                [size // 2] * 3, [1] * 3, False, [0] * 3, 1, [False, True, need_b])
+            grad_w = grad_w.to(ctx.param_dtype)
+            grad_b = None if grad_b is None else grad_b.to(ctx.param_dtype)
+        elif need_b:
             grad_b = grad.sum(dim=(0, 2, 3, 4), dtype=ctx.param_dtype)
         return grad_x, grad_w, grad_b, None, None
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gmvol.models.layers import SeparableAdaptiveAvgPool3d
+
 
 class PooledLinearHead(nn.Module):
     """Average-pool to a grid_size^3 grid, flatten, linear.
@@ -22,7 +24,7 @@ class PooledLinearHead(nn.Module):
 
     def __init__(self, channels: int, n_outputs: int, grid_size: int = 1) -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool3d(grid_size)
+        self.pool = SeparableAdaptiveAvgPool3d(grid_size)
         self.linear = nn.Linear(channels * grid_size**3, n_outputs)
 
     def forward(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
