@@ -150,6 +150,21 @@ def test_separable_pool_equals_adaptive_avg_pool(shape: tuple[int, int, int], ch
                                        else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("grid_size", [1, 8])
+def test_separable_pool_under_bf16_autocast_is_unbiased_and_fp32(grid_size: int) -> None:
+    """Autocast pools in fp32 (as PyTorch's pooling): bf16 bin sums are rounded once, with exact
+    0/1 weights, so errors stay within bf16 rounding and do not add up to a scale bias."""
+    torch.manual_seed(0)
+    features = torch.relu(torch.randn(2, 16, 20, 22, 19)).bfloat16().contiguous(memory_format=torch.channels_last_3d)
+    exact = nn.AdaptiveAvgPool3d(grid_size)(features.double())
+    with torch.autocast("cpu", torch.bfloat16):
+        pooled = SeparableAdaptiveAvgPool3d(grid_size)(features)
+    assert pooled.dtype == torch.float32
+    error = (pooled.double() - exact) / exact.abs().max()
+    assert error.abs().max() < 2**-8 and abs(float(error.mean())) < 1e-4
+    assert SeparableAdaptiveAvgPool3d(grid_size)(features).dtype == torch.bfloat16  # no autocast: input's dtype
+
+
 @pytest.mark.parametrize("activation", ["elu", "gelu"])
 def test_meshnet_activations(activation: str) -> None:
     model = build_model(ModelConfig(meshnet=MeshNetConfig(channels=4, activation=activation, dropout=0.1)))
@@ -269,7 +284,7 @@ def test_relayout_gives_one_channel_inputs_channels_last_strides_without_copying
     assert y.data_ptr() == x.data_ptr() and y.stride() == (120, 1, 30, 6, 1)
     weight = FastDilatedConv3d(1, 16, 3).weight
     assert nn.functional.conv3d(y, weight, padding=1).is_contiguous(memory_format=torch.channels_last_3d)
-    assert not nn.functional.conv3d(x, weight, padding=1).is_contiguous(memory_format=torch.channels_last_3d)
+    assert relayout(x[:0], channels_last=True).shape == (0, 1, 4, 5, 6)  # an empty batch too
     torch.testing.assert_close(y, x)
 
 

@@ -25,6 +25,7 @@ plain Conv3d.
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,7 @@ def relayout(x: torch.Tensor, *, channels_last: bool) -> torch.Tensor:
         # One channel: both layouts at once, and oneDNN reads the strides to pick its output's
         # layout; channels_last strides (a view) make it answer channels_last, sparing a copy.
         _, _, *spatial = x.shape
-        return x.as_strided(x.shape, (x[0].numel(), 1, spatial[1] * spatial[2], spatial[2], 1))
+        return x.as_strided(x.shape, (math.prod(spatial), 1, spatial[1] * spatial[2], spatial[2], 1))
     if x.is_contiguous(memory_format=_memory_format(channels_last)):
         return x
     return _Relayout.apply(x, channels_last)
@@ -84,7 +85,7 @@ def _axis_gaps(length: int, dilation: int) -> list[tuple[slice, slice]]:
     return [(slice(0, rest), slice(full + 1, None)), (slice(rest, None), slice(full, None))]
 
 
-def space_to_batch(x: torch.Tensor, dilation: int, gap: int = 1, dtype: torch.dtype | None = None) -> torch.Tensor:
+def space_to_batch(x: torch.Tensor, dilation: int, *, gap: int = 1, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Rearrange `x` (B, C, D, H, W) so that a dilation-d 'same' convolution of it is an undilated
     one: depth and height phase sub-grids x[..., a::d, b::d, :] are stacked along the batch axis,
     and within each, the d width phases are laid side by side, each followed by at least `gap`
@@ -127,8 +128,8 @@ class _DilatedConv3d(torch.autograd.Function):
     autocast dtype, or the input's): oneDNN's kernels for the output and the input gradient,
     space-to-batch for the weight gradient. oneDNN's bf16 weight-gradient kernel returns garbage
     when the sub-grids are thinner than the kernel along their first axis (measured: depth 2
-    with a 3-wide kernel, e.g. 13 voxels at dilation 8), so such layers compute it in the
-    parameters' dtype (fp32). The bias gradient comes with the weight gradient, in the same dtype."""
+    with a 3-wide kernel, e.g. 13 voxels at dilation 8), so layers with a sub-grid that thin
+    along any axis (to be safe) compute it in the parameters' dtype (fp32). The bias gradient comes with the weight gradient, in the same dtype."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor,
@@ -154,8 +155,9 @@ class _DilatedConv3d(torch.autograd.Function):
         if need_w:
             thin = min(-(-n // d) for n in x.shape[2:]) < size
             dtype = ctx.param_dtype if thin else x.dtype
-            stacked_x = space_to_batch(x, d, size // 2, dtype)
-            stacked_grad = space_to_batch(grad, d, size // 2, dtype)  # zeros where x has: no output there
+            stacked_x = space_to_batch(x, d, gap=size // 2, dtype=dtype)
+            # zero-filled at the same places as stacked_x, so that no output falls there
+            stacked_grad = space_to_batch(grad, d, gap=size // 2, dtype=dtype)
             # the bias gradient (a sum of the output gradient, padding adds zeros) comes from the
             # same kernel for free; a separate fp32 sum costs a pass over memory (~3 ms a layer)
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
