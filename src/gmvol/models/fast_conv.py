@@ -93,9 +93,9 @@ def space_to_batch(x: torch.Tensor, dilation: int, *, gap: int = 1, dtype: torch
 
     The zeros keep neighbouring width phases apart for a kernel up to 2 * gap + 1 wide, and pad
     the far end of every axis where its length is not a multiple of d (voxels outside the image,
-    which a 'same' convolution sees as zeros anyway). Width phases
-    side by side instead of on the batch axis: oneDNN's weight-gradient kernel runs 2-3x faster
-    per voxel on long rows than on d^3 tiny sub-grids (5x6x5 at dilation 8 of the default grid).
+    which a 'same' convolution sees as zeros anyway). Width phases go side by side instead of onto
+    the batch axis because oneDNN's weight-gradient kernel runs 2-3x faster per voxel on long rows
+    than on d^3 tiny sub-grids (5x6x5 at dilation 8 of the default grid).
     Returns (B * d^2, C, ceil(D/d), ceil(H/d), d * (ceil(W/d) + gap)) in `dtype` (default: x's),
     channels_last_3d, written by one copy per block of voxels (no padded intermediate).
     """
@@ -129,7 +129,8 @@ class _DilatedConv3d(torch.autograd.Function):
     space-to-batch for the weight gradient. oneDNN's bf16 weight-gradient kernel returns garbage
     when the sub-grids are thinner than the kernel along their first axis (measured: depth 2
     with a 3-wide kernel, e.g. 13 voxels at dilation 8), so layers with a sub-grid that thin
-    along any axis (to be safe) compute it in the parameters' dtype (fp32). The bias gradient comes with the weight gradient, in the same dtype."""
+    along any axis (to be safe) compute it in the parameters' dtype (fp32). The bias gradient
+    comes with the weight gradient, in the same dtype."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor,
