@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import read_yaml
-from gmvol.evaluation.run import evaluate_model
+from gmvol.config import parse, read_params, section
+from gmvol.evaluation.run import EvaluateConfig, evaluate_model
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
@@ -14,6 +14,5 @@ if __name__ == "__main__":
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    section = read_yaml(args.params).get("evaluate", {})
-    evaluate_model(args.model, args.train, args.test, args.out, device=section.get("device", "auto"),
-                   batch_size=int(section.get("batch_size", 4)))
+    cfg = parse(EvaluateConfig, section(read_params(args.params), "evaluate"), "evaluate")
+    evaluate_model(args.model, args.train, args.test, args.out, cfg)

@@ -4,8 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from gmvol.config import read_yaml
-from gmvol.data.preprocess import PreprocessSpec, build_cache
+from gmvol.config import parse, read_params, section
+from gmvol.data.preprocess import PreprocessConfig, build_cache
 from gmvol.io import InputError
 
 if __name__ == "__main__":
@@ -14,9 +14,8 @@ if __name__ == "__main__":
     parser.add_argument("--subjects", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    section = dict(read_yaml(args.params)["preprocess"])
-    workers = int(section.pop("workers", 0))
+    cfg = parse(PreprocessConfig, section(read_params(args.params), "preprocess"), "preprocess")
     try:
-        build_cache(args.subjects, PreprocessSpec.from_dict(section), args.out, workers)
+        build_cache(args.subjects, cfg, args.out)
     except InputError as exc:
         sys.exit(f"preprocess: {exc}")

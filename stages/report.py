@@ -3,8 +3,9 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import read_yaml
+from gmvol.config import parse, read_params, section
 from gmvol.report import build_report
+from gmvol.study import StudyConfig
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
@@ -13,5 +14,6 @@ if __name__ == "__main__":
     parser.add_argument("--saliency", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    models = list(read_yaml(args.params)["train"]["models"])
-    build_report(models, args.eval, args.saliency, Path(args.params), args.out)
+    params = read_params(args.params)  # the report shows all of them: the stage depends on all
+    study = parse(StudyConfig, section(params, "study"), "study")
+    build_report(list(study.models), args.eval, args.saliency, params, str(args.params), args.out)

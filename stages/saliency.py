@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import from_mapping, read_yaml
-from gmvol.saliency.study import SaliencyConfig, saliency_for_model
+from gmvol.config import parse, read_params, section
+from gmvol.saliency.stage import SaliencyConfig, saliency_for_model
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
@@ -14,5 +14,5 @@ if __name__ == "__main__":
     parser.add_argument("--regions", type=Path, required=True, help="evaluate's regions.csv")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    cfg = from_mapping(SaliencyConfig, read_yaml(args.params)["saliency"], "saliency")
+    cfg = parse(SaliencyConfig, section(read_params(args.params), "saliency"), "saliency")
     saliency_for_model(args.model, args.test, args.regions, args.out, cfg)

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import from_mapping, read_yaml
+from gmvol.config import parse, read_params, section
 from gmvol.data.split import SplitConfig, write_split
 
 if __name__ == "__main__":
@@ -12,4 +12,5 @@ if __name__ == "__main__":
     parser.add_argument("--subjects", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    write_split(args.subjects, args.out, from_mapping(SplitConfig, read_yaml(args.params)["split"], "split"))
+    cfg = parse(SplitConfig, section(read_params(args.params), "split"), "split")
+    write_split(args.subjects, args.out, cfg)

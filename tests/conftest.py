@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gmvol.data.ingest import IngestConfig, ingest
-from gmvol.data.preprocess import PreprocessSpec, build_cache
+from gmvol.data.preprocess import PreprocessConfig, build_cache
 from gmvol.data.split import SplitConfig, write_split
 from gmvol.synth.cohort import SynthConfig, synthesize_cohort
 
@@ -35,5 +35,5 @@ def tiny_study(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     root = tmp_path_factory.mktemp("study")
     ingest(IngestConfig(subjects_dir=str(tiny_cohort)), root / "subjects.csv", root / "excluded.csv")
     write_split(root / "subjects.csv", root / "split", SplitConfig(test_fraction=0.34, valid_fraction=0.25))
-    build_cache(root / "subjects.csv", PreprocessSpec(voxel_size=10.0, shape=(18, 22, 18)), root / "cache", 1)
+    build_cache(root / "subjects.csv", PreprocessConfig(voxel_size=10.0, shape=(18, 22, 18), workers=1), root / "cache")
     return root

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +13,14 @@ import pandas as pd
 import pytest
 
 from gmvol.data.ingest import IngestConfig, ingest
-from gmvol.data.preprocess import PreprocessSpec, build_cache, load_cached, preprocess_image, read_spec
+from gmvol.data.preprocess import (
+    PreprocessConfig,
+    PreprocessSpec,
+    build_cache,
+    load_cached,
+    preprocess_image,
+    read_spec,
+)
 from gmvol.data.split import SplitConfig, split_subjects
 from gmvol.data.stats import read_aparc_stats
 from gmvol.io import InputError, load_volume
@@ -133,7 +141,7 @@ def test_preprocess_is_orientation_invariant(tiny_cohort: Path) -> None:
 
 def test_cache_has_every_subject_and_its_spec(tiny_cohort: Path, tmp_path: Path) -> None:
     ingest(IngestConfig(subjects_dir=str(tiny_cohort)), tmp_path / "s.csv", tmp_path / "x.csv")
-    build_cache(tmp_path / "s.csv", SPEC, tmp_path / "cache", workers=1)
+    build_cache(tmp_path / "s.csv", PreprocessConfig(**asdict(SPEC), workers=1), tmp_path / "cache")
     assert read_spec(tmp_path / "cache" / "spec.json") == SPEC
     cached = load_cached(tmp_path / "cache", "sub-0003")
     assert cached["image"].shape == cached["labels"].shape == SPEC.shape
@@ -188,6 +196,6 @@ def test_failed_cache_build_leaves_nothing_behind(tiny_cohort: Path, tmp_path: P
     table.loc[2, "t1"] = str(bad)
     table.to_csv(tmp_path / "s.csv", index=False)
     with pytest.raises(InputError, match="bad.nii.gz"):
-        build_cache(tmp_path / "s.csv", SPEC, tmp_path / "cache", workers=1)
+        build_cache(tmp_path / "s.csv", PreprocessConfig(**asdict(SPEC), workers=1), tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cache")]

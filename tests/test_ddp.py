@@ -22,8 +22,9 @@ import torch
 
 from gmvol.data.dataset import AugmentConfig
 from gmvol.models import build_model, model_config_from_dict
+from gmvol.training.config import TrainConfig
 from gmvol.training.ddp import resolve_layout
-from gmvol.training.loop import TrainConfig, train_model
+from gmvol.training.loop import train_model
 
 BASELINE = {"name": "baseline", "baseline": {"width": 0.05, "dropout": 0.0}}
 # The runs differ only by float32 summation order (~1e-7 relative per operation); after 4 Adam

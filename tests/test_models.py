@@ -314,7 +314,7 @@ def test_config_round_trips_through_json() -> None:
     ({"meshnet": {"chanels": 21}}, r"model\.meshnet: unknown key"),
     ({"name": "unet"}, "model name must be one of"),
     ({"meshnet": {"channels": "21"}}, r"model\.meshnet\.channels: expected an int"),
-    ({"meshnet": {"checkpointing": 1}}, "expected true/false"),
+    ({"meshnet": {"checkpointing": 1}}, "expected true or false"),
     ({"meshnet": {"dilations": [1, "2"]}}, r"dilations\[1\]"),
     ({"meshnet": {"activation": "tanh"}}, "activation must be one of"),
     ({"meshnet": {"head": "mlp"}}, "head must be one of"),

@@ -11,11 +11,10 @@ from typing import Any
 
 import yaml
 
-from gmvol.config import from_mapping, read_yaml
-from gmvol.data.preprocess import PreprocessSpec
-from gmvol.models import model_config_from_dict
+from gmvol.config import parse, read_params, section
+from gmvol.data.preprocess import PreprocessConfig
 from gmvol.synth.cohort import SynthConfig
-from gmvol.training.loop import TrainConfig
+from gmvol.training.config import TrainConfig, training_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,21 +46,19 @@ def apply(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
 
 
 def train_config(params: dict[str, Any], model: str) -> TrainConfig:
-    """As stages/train.py builds it: the train section, then the model's own overrides."""
-    overrides = params["models"][model].get("train", {})
-    section = {k: v for k, v in params["train"].items() if k != "models"} | overrides
-    return from_mapping(TrainConfig, section, "train")
+    """What stages/train.py builds: the same function, on the same sections."""
+    return training_configs(section(params, "train"), section(params, f"models.{model}"), model)[1]
 
 
 def test_full_scale_profile_is_the_papers_scale() -> None:
-    params = apply(read_yaml(ROOT / "params.yaml"), profile_overrides("## The paper's full scale"))
-    synth = from_mapping(SynthConfig, params["synthesize"])
-    spec = from_mapping(PreprocessSpec, {k: v for k, v in params["preprocess"].items() if k != "workers"})
+    params = apply(read_params(ROOT / "params.yaml"), profile_overrides("## The paper's full scale"))
+    synth = parse(SynthConfig, params["synthesize"], "synthesize")
+    spec = parse(PreprocessConfig, params["preprocess"], "preprocess").spec
     assert synth.n_subjects == 670 and synth.voxel_size == 1.0
     assert spec.voxel_size == 1.0 and spec.shape == (256, 256, 256)
-    meshnet = model_config_from_dict({k: v for k, v in params["models"]["meshnet"].items() if k != "train"})
+    meshnet = training_configs(params["train"], params["models"]["meshnet"], "meshnet")[0]
     assert meshnet.meshnet.channels == 21 and meshnet.meshnet.checkpointing
-    for model in params["train"]["models"]:
+    for model in params["study"]["models"]:
         cfg = train_config(params, model)
         assert cfg.engine == "gpu" and cfg.precision == "bf16"
         assert cfg.epochs >= 20  # per-model overrides must not silently keep the CPU defaults

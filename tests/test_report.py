@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from gmvol.io import InputError
 from gmvol.regions import LOBE_OF, REGION_COLUMNS, hemisphere_and_name
@@ -83,7 +84,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
 
 def build(paths: dict[str, Path], tmp_path: Path) -> str:
     out = tmp_path / "report" / "index.html"
-    build_report(list(MODELS), paths["eval"], paths["saliency"], paths["params"], out)
+    params = yaml.safe_load(paths["params"].read_text())
+    build_report(list(MODELS), paths["eval"], paths["saliency"], params, str(paths["params"]), out)
     assert out.is_file()
     return html.unescape(out.read_text())
 

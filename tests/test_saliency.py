@@ -18,7 +18,7 @@ from gmvol.saliency import (
     focus_summary,
     plot_region_panel,
     region_saliency,
-    run_saliency,
+    saliency_for_subject,
     select_regions,
     subtract_mean_map,
 )
@@ -190,10 +190,10 @@ def test_plot_region_panel_writes_png(tmp_path, image: np.ndarray) -> None:
     _assert_png(path)
 
 
-def test_run_saliency_end_to_end(tmp_path, image: np.ndarray, labels: np.ndarray) -> None:
+def test_saliency_for_subject_end_to_end(tmp_path, image: np.ndarray, labels: np.ndarray) -> None:
     losses = np.linspace(0.01, 0.05, N_REGIONS)
     table = pd.DataFrame({"region": REGION_COLUMNS, "normalized_loss": losses[::-1]})
-    summary = run_saliency(own_region_model(labels), image, labels, table, tmp_path)
+    summary = saliency_for_subject(own_region_model(labels), image, labels, table, tmp_path)
     for role in ("best", "median", "worst"):
         _assert_png(tmp_path / f"{role}.png")
     focus = pd.read_csv(tmp_path / "focus.csv")

@@ -15,9 +15,10 @@ from gmvol.models import model_config_from_dict
 from gmvol.models.checkpoint import load_model
 from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
+from gmvol.training.config import TrainConfig
 from gmvol.training.ddp import per_process_batch, resolve_layout
 from gmvol.training.engine import build_engine, resolve_engine_name
-from gmvol.training.loop import TrainConfig, train_model
+from gmvol.training.loop import train_model
 
 
 def test_flip_swaps_hemispheres_and_mirrors_x() -> None:

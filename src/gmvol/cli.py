@@ -7,6 +7,7 @@ Exit status: 0 all scans predicted, 1 some scan failed (the others are still wri
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 import time
 import traceback
@@ -15,9 +16,18 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from gmvol import __version__
 from gmvol.io import write_json, write_text
-from gmvol.predict import PRECISIONS, Predictor, ScanResult, discover_inputs, input_kind
+from gmvol.precision import PRECISIONS
+from gmvol.predict import Predictor, ScanResult, discover_inputs, input_kind
+
+
+def _version() -> str:
+    """The installed package's version (pyproject.toml is its one source)."""
+    try:
+        return importlib.metadata.version("gmvol")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
 
 EXIT_OK, EXIT_SCAN_FAILED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("csv", "tsv", "json")
@@ -34,7 +44,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmvol", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"gmvol {__version__}")
+    parser.add_argument("--version", action="version", version=f"gmvol {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser(
         "predict", help="regress the 68 Desikan-Killiany gray-matter volumes (mm^3) from T1 scans",
@@ -86,7 +96,7 @@ def write_bids_derivative(table: pd.DataFrame, bids_root: Path) -> Path:
     out_dir = bids_root / DERIVATIVE_DIR
     write_text(render_table(table, "tsv"), out_dir / "volumes.tsv")
     write_json({"Name": "gmvol cortical gray-matter volumes", "BIDSVersion": BIDS_VERSION,
-                "DatasetType": "derivative", "GeneratedBy": [{"Name": "gmvol", "Version": __version__}]},
+                "DatasetType": "derivative", "GeneratedBy": [{"Name": "gmvol", "Version": _version()}]},
                out_dir / "dataset_description.json")
     return out_dir / "volumes.tsv"
 

@@ -3,9 +3,8 @@
 A training step (or a forward pass over a batch of scans) allocates and frees the same large
 activation tensors every time. glibc's malloc serves blocks above its mmap threshold (at most
 32 MiB by default) with fresh mmap calls and unmaps them when freed, and trims the heap top, so
-the next step page-faults every page back in, zero-filled: 34k faults (138 MB) per MeshNet
-training step at the default grid; avoiding them makes a step 1.15-1.6x faster on 2 cores
-(benchmarks/README.md).
+the next step page-faults every page back in, zero-filled, at every training step; the
+faults and the time saved are measured in benchmarks/README.md.
 Raising the thresholds makes malloc reuse the blocks instead. The process then keeps the memory
 of its largest step, which it needs again at the next step anyway.
 """

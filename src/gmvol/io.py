@@ -132,22 +132,3 @@ def write_text(text: str, path: str | os.PathLike[str]) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def _single_threaded_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def process_pool(workers: int):  # -> concurrent.futures.ProcessPoolExecutor
-    """A process pool of fresh interpreters, one torch thread each.
-
-    'spawn', not fork: forking a process whose torch/OpenMP thread pool is already running
-    deadlocks the children (seen here with the synthesizer after any torch call in the parent).
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_single_threaded_worker)

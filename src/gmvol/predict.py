@@ -26,12 +26,12 @@ from gmvol.heap import retain_freed_memory
 from gmvol.io import InputError, load_volume
 from gmvol.models.checkpoint import CONFIG_FILE, ModelFileError, load_model
 from gmvol.models.inference import inference_model
+from gmvol.precision import autocast, check_precision
 from gmvol.regions import REGION_COLUMNS
 
 T1_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mgz", ".mgh")
 FREESURFER_T1 = Path("mri") / "orig.mgz"
 TIMING_COLUMNS: tuple[str, ...] = ("load_s", "preprocess_s", "forward_s")
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,18 +182,18 @@ class Predictor:
 
         `crop_threshold`: run a MeshNet on the bounding box of the voxels above it only (0: exact,
         None: never crop; see `gmvol.models.inference`). `precision` 'bf16' autocasts the forward
-        pass: about 2x faster on GPUs and on CPUs with bf16 instructions (AVX512-BF16, AMX),
-        within the tolerance measured in benchmarks/README.md; slower on CPUs without them.
+        pass (and 'fp16', on CUDA only): faster on GPUs and on CPUs with bf16 instructions
+        (AVX512-BF16, AMX), slower on CPUs without them; speed and tolerance are measured in
+        benchmarks/README.md.
         `retain_memory` (CPU): keep freed activation memory for the next scan instead of
-        page-faulting it back in (`gmvol.heap`; 12% of a 256^3 MeshNet-21 forward on 2 cores).
+        page-faulting it back in (`gmvol.heap`).
         """
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be at least 1")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         self.model_dir = Path(model_dir)
         self.device = resolve_device(device)
+        check_precision(precision, self.device.type)
         self.batch_size = batch_size
         self.workers = workers
         model, self.metadata = load_model(self.model_dir, map_location="cpu")
@@ -218,8 +218,7 @@ class Predictor:
     def _forward(self, images: list[np.ndarray]) -> np.ndarray:
         """Preprocessed (D, H, W) images -> (B, 68) volumes in mm^3."""
         batch = torch.from_numpy(np.stack(images)[:, None]).to(self.device, non_blocking=True)
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
-                                                    enabled=self.precision == "bf16"):
+        with torch.inference_mode(), autocast(self.device.type, self.precision):
             standardized = self.model(batch).float().cpu().numpy().astype(np.float64)
         return self.scaler.inverse(standardized)
 

@@ -43,10 +43,10 @@ class TargetScaler:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-time augmentation; all off gives the plain data."""
+    """Training-time augmentation (`train.augment`; defaults equal it); all off gives the plain data."""
 
     flip: bool = True              # left-right flip with lh/rh targets swapped
-    shift_voxels: int = 2          # random integer translation (rigid jitter)
+    shift_voxels: int = 1          # random integer translation (rigid jitter)
     intensity: float = 0.1         # gamma and gain jitter (log-sd)
 
 

@@ -3,8 +3,10 @@ its T1 and label paths, and the 68 target volumes in mm^3 (aparcstats2table nami
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -14,12 +16,13 @@ from gmvol.data.stats import read_aparc_stats
 from gmvol.io import InputError, load_volume, write_csv
 from gmvol.regions import HEMISPHERES, REGION_COLUMNS, REGION_IDS
 
-TARGET_SOURCES = ("aparc+aseg", "aparc.stats")
+TargetSource = Literal["aparc+aseg", "aparc.stats"]
+TARGET_SOURCES: tuple[str, ...] = typing.get_args(TargetSource)
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Where subjects live. Patterns are relative to one subject's folder; `{subject}` expands to
+    """Where subjects live (the `ingest` params section; defaults equal it). Patterns are relative to one subject's folder; `{subject}` expands to
     its name (HCP: `T1w/{subject}/mri/aparc+aseg.mgz`)."""
 
     subjects_dir: str = "data/synthetic"
@@ -27,11 +30,11 @@ class IngestConfig:
     t1_pattern: str = "mri/orig.mgz"
     labels_pattern: str = "mri/aparc+aseg.mgz"
     stats_pattern: str = "stats/{hemi}.aparc.stats"
-    target_source: str = "aparc.stats"
+    target_source: TargetSource = "aparc.stats"
 
     def __post_init__(self) -> None:
         if self.target_source not in TARGET_SOURCES:
-            raise ValueError(f"ingest.target_source must be one of {TARGET_SOURCES}, got {self.target_source!r}")
+            raise ValueError(f"target_source must be one of {list(TARGET_SOURCES)}, got {self.target_source!r}")
 
 
 def label_volumes(labels_path: Path) -> dict[str, float]:

@@ -7,9 +7,10 @@ The same `PreprocessSpec` is stored beside the cache and inside every model, so 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict, dataclass
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
@@ -17,21 +18,24 @@ import pandas as pd
 from nibabel.affines import rescale_affine
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from nibabel.processing import conform, smooth_image
-from tqdm import tqdm
 
-from gmvol.io import atomic_dir, load_volume, process_pool, write_json
+from gmvol.config import jsonable, parse
+from gmvol.io import atomic_dir, load_volume, write_json
+from gmvol.parallel import parallel_map
 
-NORMALIZATIONS = ("minmax", "percentile")
+Normalization = Literal["minmax", "percentile"]
+NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
 
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """Grid and intensity recipe. `shape` x `voxel_size` is the field of view in mm (RAS)."""
+    """Grid and intensity recipe. `shape` x `voxel_size` is the field of view in mm (RAS).
+    Defaults equal params.yaml's `preprocess` section."""
 
-    voxel_size: float = 4.0
-    shape: tuple[int, int, int] = (48, 56, 48)
+    voxel_size: float = 5.0
+    shape: tuple[int, int, int] = (36, 44, 38)
     orientation: str = "RAS"
-    normalization: str = "minmax"
+    normalization: Normalization = "minmax"
     percentiles: tuple[float, float] = (0.5, 99.5)
     antialias: bool = True        # Gaussian pre-smoothing when downsampling, against aliasing
 
@@ -39,26 +43,43 @@ class PreprocessSpec:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
         if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"preprocess.normalization must be one of {NORMALIZATIONS}")
+            raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {self.normalization!r}")
         if len(self.shape) != 3 or min(self.shape) < 8 or self.voxel_size <= 0:
-            raise ValueError(f"bad preprocess grid: shape {self.shape}, voxel_size {self.voxel_size}")
+            raise ValueError(f"bad grid: shape {self.shape}, voxel_size {self.voxel_size}")
+        try:
+            axes = sorted(axcodes2ornt(tuple(self.orientation))[:, 0])
+        except ValueError:
+            axes = []
+        if axes != [0, 1, 2]:
+            raise ValueError(f"orientation must name each axis once (e.g. RAS), got {self.orientation!r}")
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in spec.json and in every model.json."""
+        return jsonable(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> PreprocessSpec:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown preprocess key(s): {sorted(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: Any, where: str = "preprocess") -> PreprocessSpec:
+        """Strictly, as every params section is parsed (`gmvol.config.parse`)."""
+        return parse(cls, d, where)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig(PreprocessSpec):
+    """The `preprocess` params section: the spec, and how many processes build the cache."""
+
+    workers: int = 0              # 0: one per CPU core
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        """The spec alone (what the cache and the models store)."""
+        return PreprocessSpec(**{f.name: getattr(self, f.name) for f in fields(PreprocessSpec)})
 
 
 def grid_aligned(img: nib.Nifti1Image, spec: PreprocessSpec) -> np.ndarray | None:
     """The conformed array without interpolation when the target grid is the image's own grid
     reoriented and shifted by whole voxels (e.g. a FreeSurfer orig.mgz at 1 mm), else None.
 
-    `nibabel.processing.conform` would interpolate anyway (3 s at 256^3); at whole-voxel shifts
+    `nibabel.processing.conform` would interpolate anyway (seconds at 256^3); at whole-voxel shifts
     interpolation returns the voxel values themselves, so flipping, permuting and crop/padding
     (zeros outside, as conform's cval) give the same array in a fraction of the time.
     """
@@ -124,19 +145,13 @@ def _worker(args: tuple[dict, PreprocessSpec, Path]) -> str:
     return cache_subject(*args)
 
 
-def build_cache(subjects_csv: Path, spec: PreprocessSpec, out_dir: Path, workers: int = 0) -> None:
+def build_cache(subjects_csv: Path, cfg: PreprocessConfig, out_dir: Path) -> None:
     """Preprocess every subject of subjects.csv into `out_dir` (replaced atomically) in parallel,
     with the spec written beside the arrays as `spec.json`."""
     rows = pd.read_csv(subjects_csv, keep_default_na=False).to_dict("records")
-    workers = workers or os.cpu_count() or 1
+    spec = cfg.spec
     with atomic_dir(out_dir) as tmp:
-        jobs = [(row, spec, tmp) for row in rows]
-        if workers == 1:
-            list(tqdm(map(_worker, jobs), total=len(jobs), desc="preprocess", unit="subject"))
-        else:
-            with process_pool(workers) as pool:
-                list(tqdm(pool.map(_worker, jobs, chunksize=4), total=len(jobs),
-                          desc=f"preprocess ({workers} workers)", unit="subject"))
+        parallel_map(_worker, [(row, spec, tmp) for row in rows], cfg.workers, "preprocess", chunksize=4)
         write_json(spec.to_dict(), tmp / "spec.json")
     print(f"preprocess: {len(rows)} subjects cached at {spec.voxel_size} mm, grid {spec.shape}")
 

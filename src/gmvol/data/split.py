@@ -13,6 +13,8 @@ from gmvol.io import write_csv
 
 @dataclass(frozen=True)
 class SplitConfig:
+    """The `split` params section (defaults equal it)."""
+
     seed: int = 0
     test_fraction: float = 0.2
     valid_fraction: float = 0.1   # of the training part; 0 disables the validation split
@@ -22,6 +24,16 @@ class SplitConfig:
             raise ValueError("split fractions must be in (0, 1) for test and [0, 1) for valid")
 
 
+def fold_rows(table: pd.DataFrame, fold: str) -> pd.DataFrame:
+    """The rows of `fold` ('train' or 'valid'); a table without a fold column is all of them."""
+    return table[table["fold"] == fold] if "fold" in table else table
+
+
+def fit_subjects(train_table: pd.DataFrame) -> pd.DataFrame:
+    """The subjects models and baselines are fitted on: train.csv without its validation rows."""
+    return fold_rows(train_table, "train")
+
+
 def split_subjects(subjects: pd.DataFrame, cfg: SplitConfig) -> dict[str, pd.DataFrame]:
     """Shuffle by `cfg.seed`; test = round(n * test_fraction) (134 of 670), train = the rest (536).
 
@@ -29,8 +41,8 @@ def split_subjects(subjects: pd.DataFrame, cfg: SplitConfig) -> dict[str, pd.Dat
     train/test keep the paper's 80/20 while early stopping still has held-out subjects.
     """
     order = np.random.default_rng(cfg.seed).permutation(len(subjects))
-    n_test = int(round(len(subjects) * cfg.test_fraction))
-    n_valid = int(round((len(subjects) - n_test) * cfg.valid_fraction))
+    n_test = round(len(subjects) * cfg.test_fraction)
+    n_valid = round((len(subjects) - n_test) * cfg.valid_fraction)
     test, rest = np.sort(order[:n_test]), order[n_test:]
     valid = set(rest[:n_valid].tolist())
     train = subjects.iloc[np.sort(rest)].copy()

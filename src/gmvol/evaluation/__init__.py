@@ -3,7 +3,7 @@
 from gmvol.evaluation.baselines import mean_predictor, total_scaling
 from gmvol.evaluation.figures import plot_error_boxplot, plot_normalized_loss_bars, plot_scatter_grid
 from gmvol.evaluation.metrics import METRIC_COLUMNS, SUMMARY_KEYS, region_table, summary
-from gmvol.evaluation.report import (
+from gmvol.evaluation.tables import (
     PREDICTORS,
     TIMING_KEYS,
     long_region_table,

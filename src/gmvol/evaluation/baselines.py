@@ -1,4 +1,4 @@
-"""Reference predictors that any useful model must beat (REFERENCE.md, "The metric trap").
+"""Reference predictors that any useful model must beat (README.md, "Metrics, and why the baselines are there").
 
 The training-set mean already reaches the paper's normalized loss, and scaling it by each
 subject's true total gray matter does better still, so both are reported beside the model.

@@ -1,7 +1,7 @@
 """Per-region and overall accuracy metrics for predicted regional volumes.
 
-The paper's normalized loss alone cannot tell a model from the training-set mean (REFERENCE.md,
-"The metric trap"), so every table here also carries measures of whether individual differences
+The paper's normalized loss alone cannot tell a model from the training-set mean (README.md,
+"Metrics, and why the baselines are there"), so every table here also carries measures of whether individual differences
 between subjects are captured: R^2 around the test mean, Pearson r and ICC(3,1).
 """
 

@@ -4,25 +4,40 @@ the model next to both baselines and draw the paper's figures."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
+from gmvol.data.split import fit_subjects
 from gmvol.evaluation.figures import plot_error_boxplot, plot_normalized_loss_bars, plot_scatter_grid
-from gmvol.evaluation.report import long_region_table, plots_table, region_tables, report_metrics
+from gmvol.evaluation.tables import long_region_table, plots_table, region_tables, report_metrics
 from gmvol.io import InputError, write_csv, write_json
+from gmvol.layout import EvalFiles
 from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The `evaluate` params section (defaults equal it)."""
+
+    device: str = "auto"          # auto: cuda when available, else cpu; or cpu, cuda, cuda:1, ...
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
 def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Path,
-                   device: str = "auto", batch_size: int = 4) -> dict:
-    """Write predictions.csv, regions.csv, regions_all.csv, normalized_loss.csv, metrics.json
-    and boxplot/scatter/normalized_loss PNGs to `out_dir`; return the metrics."""
+                   cfg: EvaluateConfig) -> dict:
+    """Write the `EvalFiles` (predictions, region tables, metrics.json, the three figures) to
+    `out_dir`; return the metrics."""
     train = pd.read_csv(train_csv)
     test = pd.read_csv(test_csv)
-    predictor = Predictor(model_dir, device=device, batch_size=batch_size)
+    predictor = Predictor(model_dir, device=cfg.device, batch_size=cfg.batch_size)
     bar = tqdm(total=len(test), desc=f"evaluate {Path(model_dir).name}", unit="scan")
     started = time.perf_counter()
     pred = predictor.predict_files([Path(p) for p in test["t1"]], test["subject"].tolist(),
@@ -36,21 +51,21 @@ def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Pa
     pred_values = pred.set_index("subject")[list(REGION_COLUMNS)].loc[true.index]
     timings = {"seconds_per_scan_forward": float(predictor.timings["forward_s"].mean()),
                "seconds_per_scan_end_to_end": wall / len(test)}
-    fit = train[train["fold"] == "train"] if "fold" in train else train
-    fit = fit[list(REGION_COLUMNS)]
+    fit = fit_subjects(train)[list(REGION_COLUMNS)]
     metrics = report_metrics(fit, true, pred_values, timings)
     tables = region_tables(fit, true, pred_values)
 
-    write_csv(pred, out_dir / "predictions.csv")
-    write_csv(tables["model"], out_dir / "regions.csv")
-    write_csv(long_region_table(tables), out_dir / "regions_all.csv")
-    write_csv(plots_table(tables), out_dir / "normalized_loss.csv")
-    write_json(metrics, out_dir / "metrics.json")
+    files = EvalFiles(Path(out_dir))
+    write_csv(pred, files.predictions)
+    write_csv(tables["model"], files.regions)
+    write_csv(long_region_table(tables), files.regions_all)
+    write_csv(plots_table(tables), files.normalized_loss_table)
+    write_json(metrics, files.metrics)
     name = Path(model_dir).name
-    plot_error_boxplot(true, pred_values, out_dir / "boxplot.png",
+    plot_error_boxplot(true, pred_values, files.boxplot,
                        f"{name}: absolute error per region on {len(true)} test scans")
-    plot_scatter_grid(true, pred_values, out_dir / "scatter.png")
-    plot_normalized_loss_bars(tables, out_dir / "normalized_loss.png")
+    plot_scatter_grid(true, pred_values, files.scatter)
+    plot_normalized_loss_bars(tables, files.normalized_loss_plot)
     m = metrics["model"]
     print(f"evaluate {name}: normalized loss {m['normalized_loss']:.4g} "
           f"(mean predictor {metrics['mean_predictor']['normalized_loss']:.4g}), "

@@ -10,11 +10,11 @@ params file fails loudly instead of silently training the default.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gmvol.config import jsonable, parse
 from gmvol.models.heads import HEADS
 from gmvol.models.layers import ACTIVATIONS
 from gmvol.regions import N_REGIONS
@@ -141,53 +141,14 @@ ARCH_NAMES: tuple[str, ...] = tuple(
 """Model names; each is also the ModelConfig field holding that model's settings."""
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp`, converting JSON lists to tuples."""
-    if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value, where)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        item_type = typing.get_args(tp)[0]
-        _require(isinstance(value, (list, tuple)), f"{where}: expected a list, got {value!r}")
-        return tuple(_coerce(item_type, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        _require(isinstance(value, bool), f"{where}: expected true/false, got {value!r}")
-    elif tp is int:
-        _require(isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an int, got {value!r}")
-    elif tp is float:
-        _require(isinstance(value, (int, float)) and not isinstance(value, bool),
-                 f"{where}: expected a number, got {value!r}")
-        return float(value)
-    elif tp is str:
-        _require(isinstance(value, str), f"{where}: expected a string, got {value!r}")
-    return value
-
-
-def _from_dict(cls: type, data: Any, where: str) -> Any:
-    _require(isinstance(data, Mapping), f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(allowed))
-    _require(not unknown, f"{where}: unknown key(s) {unknown}; allowed keys: {allowed}")
-    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()})
-
-
-def model_config_from_dict(d: Mapping[str, Any]) -> ModelConfig:
+def model_config_from_dict(d: Mapping[str, Any], where: str = "model") -> ModelConfig:
     """Build a ModelConfig from a (params/JSON) dict; missing keys take their defaults.
 
     Raises ValueError naming the key for unknown keys, wrong types and invalid values.
     """
-    return _from_dict(ModelConfig, d, "model")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
+    return parse(ModelConfig, d, where)
 
 
 def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
     """The full dict form of `cfg` (plain JSON types); inverse of :func:`model_config_from_dict`."""
-    return _jsonable(dataclasses.asdict(cfg))
+    return jsonable(cfg)

@@ -1,23 +1,22 @@
 """A dilated 3D convolution that is fast to train on CPU.
 
 PyTorch's CPU (oneDNN) kernels compute a dilated Conv3d's output and its input gradient about as
-fast as an undilated one, but its *weight* gradient falls back to an im2col GEMM that is 2-7x
-slower (measured on 2 cores at 36x44x38, 16 channels: 33 ms vs 15 ms in fp32, 70 ms vs 11 ms in
-bf16, where it makes AMP training 25x slower). So the forward pass and the input gradient use
+fast as an undilated one, but its *weight* gradient falls back to a much slower im2col GEMM,
+slowest under bf16 autocast (timings in benchmarks/README.md, "Why the fast path"). So the forward pass and the input gradient use
 oneDNN's own dilated kernels, and only the weight gradient is rearranged: a dilation-d
 convolution is exactly a dilation-1 convolution applied independently to each of the d^3 phase
 sub-grids x[..., a::d, b::d, c::d] ("space-to-batch"), so the input and the output gradient are
 rearranged that way (one copy each) and the fast undilated weight-gradient kernel runs on them,
 with its bias gradient from the same call. The width phases go side by side, zero-separated,
-rather than onto the batch axis: the kernel is 2-3x faster per voxel on long rows.
+rather than onto the batch axis: the kernel is faster per voxel on long rows.
 
 Layout: oneDNN's direct kernels are fastest on channels_last_3d tensors. PyTorch's BatchNorm
-backward is ~2x slower on them when the channel count does not fill its AVX-512 vectors (21
+backward is slower on them when the channel count does not fill its AVX-512 vectors (21
 channels), but not at 16 channels. So when training, the convolution runs in channels_last
 internally and by default hands back the layout it was given; a model whose width suits
 channels_last sets ``channels_last_output`` and keeps the whole trunk in it, which spares those
 copies (MeshNet does so at multiples of 16 channels). Without autograd (inference) the output
-stays channels_last, the fastest inference layout (~1.7x faster than channels-first at 128^3).
+stays channels_last, the fastest inference layout.
 Under CPU autocast (bf16) the convolution runs in the autocast dtype. On other devices this is a
 plain Conv3d.
 """
@@ -94,7 +93,7 @@ def space_to_batch(x: torch.Tensor, dilation: int, *, gap: int = 1, dtype: torch
     The zeros keep neighbouring width phases apart for a kernel up to 2 * gap + 1 wide, and pad
     the far end of every axis where its length is not a multiple of d (voxels outside the image,
     which a 'same' convolution sees as zeros anyway). Width phases go side by side instead of onto
-    the batch axis because oneDNN's weight-gradient kernel runs 2-3x faster per voxel on long rows
+    the batch axis because oneDNN's weight-gradient kernel runs faster per voxel on long rows
     than on d^3 tiny sub-grids (5x6x5 at dilation 8 of the default grid).
     Returns (B * d^2, C, ceil(D/d), ceil(H/d), d * (ceil(W/d) + gap)) in `dtype` (default: x's),
     channels_last_3d, written by one copy per block of voxels (no padded intermediate).
@@ -160,7 +159,7 @@ class _DilatedConv3d(torch.autograd.Function):
             # zero-filled at the same places as stacked_x, so that no output falls there
             stacked_grad = space_to_batch(grad, d, gap=size // 2, dtype=dtype)
             # the bias gradient (a sum of the output gradient, padding adds zeros) comes from the
-            # same kernel for free; a separate fp32 sum costs a pass over memory (~3 ms a layer)
+            # same kernel for free; a separate fp32 sum would cost a pass over memory
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
                 stacked_grad, stacked_x, kernel.to(dtype), [kernel.shape[0]] if need_b else None, [1] * 3,
                 [size // 2] * 3, [1] * 3, False, [0] * 3, 1, [False, True, need_b])

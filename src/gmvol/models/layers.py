@@ -66,8 +66,8 @@ class SeparableAdaptiveAvgPool3d(nn.Module):
 
     A box average is the product of per-axis averages, so the pooling is separable. PyTorch's CPU
     adaptive pooling is a scalar loop whose backward zero-fills and scatters a channels-first
-    gradient (measured 16 ms forward + backward for a (4, 16, 36, 44, 38) bf16 channels_last map
-    on 2 cores); the GEMMs take 3.5 ms and hand back a gradient in the input's layout. Precision
+    gradient; the GEMMs are several times faster (benchmarks/README.md) and hand back a gradient
+    in the input's layout. Precision
     as PyTorch's under autocast, where pooling is an fp32 op: the first GEMM sums in the input's
     dtype with exact 0/1 weights (fp32 accumulation, one rounding of each bin sum; fp16 input is
     upcast first, as its sums could overflow), the rest is fp32, divided by exact bin counts, and

@@ -7,16 +7,17 @@ embedded as data URIs, so the single index.html can be mailed or archived and st
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from gmvol.io import write_text
 from gmvol.report.headline import headline_section
-from gmvol.report.html import esc, note, page
-from gmvol.report.inputs import Sources, load_model
+from gmvol.report.html import esc, page
+from gmvol.report.inputs import Sources, read_model_outputs
 from gmvol.report.model import model_section
 
 TITLE = "gmvol study report"
@@ -31,17 +32,11 @@ def _anchors(names: Sequence[str]) -> dict[str, str]:
     return anchors
 
 
-def _params_section(params_path: Path, sources: Sources) -> str:
-    """The run's params, re-dumped as YAML (validated, in file order); the raw text if it does not parse."""
-    head = f'<h2 id="params">Parameters of the run</h2><p class="legend">From {esc(params_path)}.</p>'
-    if not sources.exists(params_path):
-        return head + note(f"Params file not available: {params_path} was not found.")
-    text = params_path.read_text(encoding="utf-8")
-    try:
-        pretty = yaml.safe_dump(yaml.safe_load(text), sort_keys=False, allow_unicode=True,
-                                default_flow_style=False, width=100)
-    except yaml.YAMLError as exc:
-        return head + note(f"{params_path} is not valid YAML ({exc}); shown as is.") + f"<pre>{esc(text)}</pre>"
+def _params_section(params: Mapping[str, Any], source: str) -> str:
+    """The run's params as YAML, in file order, as the report stage read them from `source`."""
+    head = f'<h2 id="params">Parameters of the run</h2><p class="legend">From {esc(source)}.</p>'
+    pretty = yaml.safe_dump(dict(params), sort_keys=False, allow_unicode=True, default_flow_style=False,
+                            width=100)
     return head + f"<pre>{esc(pretty)}</pre>"
 
 
@@ -56,16 +51,17 @@ def _footer(sources: Sources) -> str:
             f"(nothing recomputed):</p><ul>{read}</ul>{missing}</footer>")
 
 
-def build_report(models: list[str], eval_dir: Path, saliency_dir: Path, params_path: Path,
-                 out_html: Path) -> None:
-    """Write the self-contained study report for `models` to `out_html` (atomically)."""
+def build_report(models: list[str], eval_dir: Path, saliency_dir: Path, params: Mapping[str, Any],
+                 params_source: str, out_html: Path) -> None:
+    """Write the self-contained study report for `models` to `out_html` (atomically); `params`
+    are the run's params, as the stage read them from `params_source` (shown, not re-read)."""
     if not models:
         raise ValueError("build_report needs at least one model")
     if len(set(models)) != len(models):
         raise ValueError(f"model names must be unique, got {models}")
-    eval_dir, saliency_dir, params_path = Path(eval_dir), Path(saliency_dir), Path(params_path)
+    eval_dir, saliency_dir = Path(eval_dir), Path(saliency_dir)
     sources = Sources()
-    inputs = [load_model(name, eval_dir, saliency_dir, sources) for name in models]
+    inputs = [read_model_outputs(name, eval_dir, saliency_dir, sources) for name in models]
     anchors = _anchors(models)
     nav = " ".join(f'<a href="#{anchors[m]}">{esc(m)}</a>' for m in models)
     body = (f"<h1>{esc(TITLE)}</h1>"
@@ -74,6 +70,6 @@ def build_report(models: list[str], eval_dir: Path, saliency_dir: Path, params_p
             f'<nav><a href="#headline">Headline</a> {nav} <a href="#params">Parameters</a></nav>'
             + headline_section(inputs, anchors)
             + "".join(model_section(m, anchors[m.name], eval_dir, saliency_dir) for m in inputs)
-            + _params_section(params_path, sources)
+            + _params_section(params, params_source)
             + _footer(sources))
     write_text(page(TITLE, body), out_html)

@@ -1,4 +1,5 @@
-"""The figures the report embeds: file names, alt text and captions, in one place for loader and page."""
+"""The figures the report embeds: which evaluate output, alt text and captions, in one place for
+loader and page (file names live in `gmvol.layout`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """An evaluation figure: its file in eval/<model>/, alt text, caption, and whether it spans the row."""
+    """An evaluation figure: its `EvalFiles` attribute, alt text, caption, and whether it spans the row."""
 
     file: str
     alt: str
@@ -16,19 +17,16 @@ class FigureSpec:
 
 
 EVAL_FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec("normalized_loss.png",
+    FigureSpec("normalized_loss_plot",
                "Bar chart of per-region normalized loss: model, mean predictor and total-scaling oracle",
                "Normalized loss per region for the model next to the mean predictor (grey) and the "
                "total-scaling oracle (purple). Where the model's bar is not shorter than the grey one, it "
                "adds nothing over the average brain in that region."),
-    FigureSpec("boxplot.png", "Box plots of absolute error per region, left and right hemisphere",
+    FigureSpec("boxplot", "Box plots of absolute error per region, left and right hemisphere",
                "Absolute error |predicted − true| (mm³) per region over the test subjects; left hemisphere "
                "blue, right orange. Large regions have large errors in mm³: see MAE % for relative error."),
-    FigureSpec("scatter.png", "Grid of predicted versus true volume scatter plots for all 68 regions",
+    FigureSpec("scatter", "Grid of predicted versus true volume scatter plots for all 68 regions",
                "Predicted vs true volume for all 68 regions, with the identity line and each region's R². "
                "Points along y = x mean individual differences are captured; a flat cloud means the model "
                "predicts a near-constant volume, which a low normalized loss can hide.", wide=True),
 )
-
-SALIENCY_ROLES: tuple[str, ...] = ("best", "median", "worst")
-"""saliency/<model>/<role>.png: the regions with the lowest, median and highest normalized loss."""

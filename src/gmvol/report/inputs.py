@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from gmvol.io import InputError
-from gmvol.report.figures import EVAL_FIGURES, SALIENCY_ROLES
+from gmvol.layout import PANEL_ROLES, EvalFiles, SaliencyFiles
+from gmvol.report.figures import EVAL_FIGURES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FOCUS_KEYS: tuple[str, ...] = ("focus_in_region_median", "focus_in_brain_median", "focus_outside_brain_median")
@@ -94,20 +95,19 @@ def png_data_uri(path: Path, sources: Sources) -> str | None:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def load_model(name: str, eval_dir: Path, saliency_dir: Path, sources: Sources) -> ModelInputs:
-    """Parse everything the report shows for model `name`."""
-    ev, sal = eval_dir / name, saliency_dir / name
-    metrics_path = ev / "metrics.json"
-    metrics = read_json(metrics_path, sources, required=True)
+def read_model_outputs(name: str, eval_dir: Path, saliency_dir: Path, sources: Sources) -> ModelInputs:
+    """Parse everything the report shows for model `name`: its evaluate and saliency outputs."""
+    ev, sal = EvalFiles(eval_dir / name), SaliencyFiles(saliency_dir / name)
+    metrics = read_json(ev.metrics, sources, required=True)
     if not isinstance(metrics.get("model"), dict):
-        raise InputError(metrics_path, 'has no "model" object')
+        raise InputError(ev.metrics, 'has no "model" object')
     return ModelInputs(
         name=name,
-        metrics_path=metrics_path,
+        metrics_path=ev.metrics,
         metrics=metrics,
-        regions=read_csv(ev / "regions.csv", sources),
-        figures={f.file: png_data_uri(ev / f.file, sources) for f in EVAL_FIGURES},
-        focus=read_csv(sal / "focus.csv", sources),
-        saliency=read_json(sal / "summary.json", sources),
-        panels={role: png_data_uri(sal / f"{role}.png", sources) for role in SALIENCY_ROLES},
+        regions=read_csv(ev.regions, sources),
+        figures={f.file: png_data_uri(getattr(ev, f.file), sources) for f in EVAL_FIGURES},
+        focus=read_csv(sal.focus, sources),
+        saliency=read_json(sal.summary, sources),
+        panels={role: png_data_uri(sal.panel(role), sources) for role in PANEL_ROLES},
     )

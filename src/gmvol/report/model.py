@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from gmvol.layout import EvalFiles, SaliencyFiles
 from gmvol.report.figures import EVAL_FIGURES
 from gmvol.report.formatting import fmt_mm3, fmt_share, fmt_sig
 from gmvol.report.headline import verdict
@@ -34,7 +35,8 @@ SALIENCY_HOW_TO_READ = (
 
 def _figures(model: ModelInputs, eval_dir: Path) -> str:
     """The evaluation figures in a grid, each with alt text and a caption."""
-    items = [figure(model.figures.get(f.file), f.alt, f.caption, str(eval_dir / model.name / f.file), f.wide)
+    files = EvalFiles(eval_dir / model.name)
+    items = [figure(model.figures.get(f.file), f.alt, f.caption, str(getattr(files, f.file)), f.wide)
              for f in EVAL_FIGURES]
     return f'<div class="figures">{"".join(items)}</div>'
 
@@ -46,7 +48,7 @@ def _text(value: Any) -> str:
 
 def _worst_regions(model: ModelInputs, eval_dir: Path) -> str:
     """The N_WORST regions with the lowest R² (undefined R² last), from regions.csv."""
-    path = eval_dir / model.name / "regions.csv"
+    path = EvalFiles(eval_dir / model.name).regions
     regions = model.regions
     if regions is None:
         return note(f"Region table not available: {path} was not found.")
@@ -83,19 +85,19 @@ def _panel_caption(model: ModelInputs, role: str) -> str:
 
 def _saliency(model: ModelInputs, saliency_dir: Path) -> str:
     """The focus medians, how to read them, and the best/median/worst panels."""
-    folder = saliency_dir / model.name
+    files = SaliencyFiles(saliency_dir / model.name)
     summary = model.summary
     labels = ("in the region", "inside the brain", "outside the brain (skull, scalp, background)")
     shares = ", ".join(f"{fmt_share(summary.get(k))} {label}" for k, label in zip(FOCUS_KEYS, labels))
     method = (model.saliency or {}).get("method")
     parts = []
     if model.saliency is None and model.focus is None:
-        parts.append(note(f"Saliency summary not available: {folder / 'summary.json'} was not found."))
+        parts.append(note(f"Saliency summary not available: {files.summary} was not found."))
     parts.append(f"<p><b>Focus</b> (median over the 68 regions{f', {esc(method)} maps' if method else ''}): "
                  f"{esc(shares)}.</p>")
     parts.append(f'<p class="legend">{esc(SALIENCY_HOW_TO_READ)}</p>')
     panels = [figure(model.panels.get(role), f"Saliency panel of the {role} region of {model.name}",
-                     _panel_caption(model, role), str(folder / f"{role}.png"))
+                     _panel_caption(model, role), str(files.panel(role)))
               for role in model.panels]
     parts.append(f'<div class="figures">{"".join(panels)}</div>')
     return "".join(parts)

@@ -7,9 +7,9 @@ whether the model looks at the region or at the skull.
 
 from gmvol.saliency.focus import focus_shares, focus_summary
 from gmvol.saliency.maps import region_saliency, subtract_mean_map
-from gmvol.saliency.run import run_saliency
 from gmvol.saliency.select import select_regions
 from gmvol.saliency.slices import argmax_slices, plot_region_panel
+from gmvol.saliency.subject import saliency_for_subject
 
 __all__ = ["argmax_slices", "focus_shares", "focus_summary", "plot_region_panel", "region_saliency",
-           "run_saliency", "select_regions", "subtract_mean_map"]
+           "saliency_for_subject", "select_regions", "subtract_mean_map"]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import ndimage
-from tqdm import tqdm
 
-from gmvol.io import atomic_dir, process_pool, write_csv
+from gmvol.config import jsonable
+from gmvol.io import atomic_dir, write_csv, write_json
+from gmvol.parallel import parallel_map
 from gmvol.regions import DK_NAMES, HEMISPHERES, LOBE_OF, LOBES, REGION_COLUMNS, REGION_IDS
 from gmvol.synth.anatomy import load_template, region_territories
 from gmvol.synth.deform import (
@@ -24,13 +25,15 @@ from gmvol.synth.deform import (
 )
 from gmvol.synth.freesurfer import conformed_affine, write_aparc_stats, write_mgz
 from gmvol.synth.intensity import paint_head, scanner_effects
+from gmvol.synth.variation import cohort_variation
 
 COARSE_SPACING_MM = 4
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """How the synthetic cohort varies. Defaults give real-cohort-like regional CVs (0.10-0.25)."""
+    """How the synthetic cohort varies (the `synthesize` params section; defaults equal it).
+    They give real-cohort-like regional CVs (0.10-0.25)."""
 
     n_subjects: int = 670
     seed: int = 0
@@ -78,7 +81,7 @@ def synthesize_subject(index: int, cfg: SynthConfig, out_dir: Path) -> dict[str,
     tpl = load_template()
     _, coarse_affine = region_territories(COARSE_SPACING_MM)
     geom = draw_geometry(rng, cfg)
-    size = int(round(cfg.fov_mm / cfg.voxel_size))
+    size = round(cfg.fov_mm / cfg.voxel_size)
     affine = conformed_affine(cfg.voxel_size, size, tpl.center_mm)
     coords = template_coordinates(affine, (size,) * 3, geom, tpl.center_mm, tpl.affine, coarse_affine)
     coded = sample(tpl.coded_labels, coords, nearest=True).astype(np.int16)
@@ -111,16 +114,23 @@ def _worker(args: tuple[int, SynthConfig, Path]) -> dict[str, float]:
 def synthesize_cohort(cfg: SynthConfig, out_dir: Path) -> pd.DataFrame:
     """Write all subjects under `out_dir` (replaced atomically) plus `cohort.csv` (each subject's
     draw and true volumes), in parallel with a progress bar; returns that table."""
-    workers = cfg.workers or os.cpu_count() or 1
     with atomic_dir(out_dir) as tmp:
-        jobs = [(i, cfg, tmp) for i in range(cfg.n_subjects)]
-        if workers == 1:
-            rows = [_worker(j) for j in tqdm(jobs, desc="synthesize", unit="subject")]
-        else:
-            with process_pool(workers) as pool:
-                rows = list(tqdm(pool.map(_worker, jobs, chunksize=1), total=len(jobs),
-                                 desc=f"synthesize ({workers} workers)", unit="subject"))
+        rows = parallel_map(_worker, [(i, cfg, tmp) for i in range(cfg.n_subjects)], cfg.workers,
+                            "synthesize")
         table = pd.DataFrame(rows)
         write_csv(table, tmp / "cohort.csv")
-        (tmp / "synth_config.txt").write_text(repr(asdict(cfg)) + "\n")
+        # what made the cohort, less how many processes made it (which changes nothing in it)
+        write_json({k: v for k, v in jsonable(cfg).items() if k != "workers"}, tmp / "synth_config.json")
     return table
+
+
+def synthesize_study(cfg: SynthConfig, out_dir: Path, stats_json: Path) -> dict[str, float]:
+    """The synthesize stage: the cohort under `out_dir`, and its variation figures (regional CVs,
+    the share of variance total-GM scaling explains) in `stats_json`."""
+    torch.set_num_threads(1)  # the worker processes use every core
+    stats = cohort_variation(synthesize_cohort(cfg, out_dir))
+    write_json(stats, stats_json)
+    print("cohort: regional CV min/median/max {cv_min:.3f}/{cv_median:.3f}/{cv_max:.3f}; "
+          "total-GM scaling explains a median {total_scaling_r2_median:.2f} of regional variance"
+          .format(**stats))
+    return stats

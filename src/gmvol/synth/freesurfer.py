@@ -50,7 +50,7 @@ def write_aparc_stats(path: Path, subject: str, hemi: str, gray_vol_mm3: dict[st
         vol = gray_vol_mm3[name]
         thick = rng.uniform(2.2, 3.0)
         area = vol / thick
-        lines.append(f"{name:<40s} {int(area / 0.85):5d} {int(area):5d} {int(round(vol)):5d} "
+        lines.append(f"{name:<40s} {int(area / 0.85):5d} {int(area):5d} {round(vol):5d} "
                      f"{thick:5.3f} {rng.uniform(0.5, 0.8):5.3f} {rng.uniform(0.1, 0.16):5.3f} "
                      f"{rng.uniform(0.5, 1.5):5.3f} {rng.integers(5, 40):5d} {rng.uniform(1, 5):5.1f}")
     with atomic_path(path) as tmp:

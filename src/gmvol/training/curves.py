@@ -40,11 +40,16 @@ class CurvesLogger(ILogger):
 
 
 class BestWeightsCallback(dl.Callback):
-    """Keep the weights of the best validation epoch and of the last epoch, as state_dicts."""
+    """The one tracker of the best epoch: keeps the weights of the best validation epoch and of
+    the last one (as state_dicts, on the main process), and stops the run after `patience`
+    epochs without improvement (on every process, which all see the same synced metric)."""
 
-    def __init__(self, loader_key: str = "valid", metric_key: str = "loss") -> None:
+    MIN_DELTA = 1e-6
+    """An epoch improves on the best only by more than this (Catalyst's early-stopping default)."""
+
+    def __init__(self, patience: int, loader_key: str = "valid", metric_key: str = "loss") -> None:
         super().__init__(order=dl.CallbackOrder.External)
-        self.loader_key, self.metric_key = loader_key, metric_key
+        self.patience, self.loader_key, self.metric_key = patience, loader_key, metric_key
         self.best_score = float("inf")
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -56,10 +61,14 @@ class BestWeightsCallback(dl.Callback):
         return {k: v.detach().cpu().clone() for k, v in copy.copy(model.state_dict()).items()}
 
     def on_epoch_end(self, runner: dl.IRunner) -> None:
+        score = float(runner.epoch_metrics[self.loader_key][self.metric_key])
+        improved = score < self.best_score - self.MIN_DELTA
+        if improved:
+            self.best_score, self.best_epoch = score, runner.epoch_step
+        elif runner.epoch_step - self.best_epoch >= self.patience:
+            runner.need_early_stop = True
         if not getattr(runner.engine, "is_main_process", True):
             return  # under DDP only rank 0 saves; the others need no copies
-        score = float(runner.epoch_metrics[self.loader_key][self.metric_key])
         self.last_state = self._state(runner)
-        if score < self.best_score:
-            self.best_score, self.best_epoch = score, runner.epoch_step
+        if improved:
             self.best_state = self.last_state

@@ -11,14 +11,18 @@ import pandas as pd
 
 from gmvol.data.preprocess import PreprocessSpec, preprocess_image, preprocess_labels
 from gmvol.io import load_volume, write_csv, write_json
+from gmvol.layout import SaliencyFiles
 from gmvol.models.checkpoint import load_model
 from gmvol.saliency.focus import focus_summary
-from gmvol.saliency.run import run_saliency
+from gmvol.saliency.maps import Method
+from gmvol.saliency.subject import saliency_for_subject
 
 
 @dataclass(frozen=True)
 class SaliencyConfig:
-    method: str = "saliency"      # or integrated_gradients
+    """The `saliency` params section (defaults equal it)."""
+
+    method: Method = "saliency"
     n_subjects: int = 1
     batch_size: int = 8
     ig_steps: int = 16
@@ -41,13 +45,13 @@ def saliency_for_model(model_dir: Path, test_csv: Path, regions_csv: Path, out_d
         image = preprocess_image(load_volume(row.t1), spec)
         labels = preprocess_labels(load_volume(row.labels, dtype=np.int32), spec)
         target = out_dir if i == 0 else out_dir / row.subject
-        summary = run_saliency(model, image, labels, regions, target, cfg.method,
+        summary = saliency_for_subject(model, image, labels, regions, target, cfg.method,
                                batch_size=cfg.batch_size, ig_steps=cfg.ig_steps, device=cfg.device,
                                dilate_mm=cfg.dilate_mm, voxel_size_mm=(spec.voxel_size,) * 3)
         summaries.append(summary)
-        frames.append(pd.read_csv(target / "focus.csv").assign(subject=row.subject))
+        frames.append(pd.read_csv(SaliencyFiles(target).focus).assign(subject=row.subject))
     focus = pd.concat(frames, ignore_index=True)
-    write_csv(focus, out_dir / "focus_all.csv")
+    write_csv(focus, SaliencyFiles(out_dir).focus_all)
     # None, not NaN, where a model has no saliency at all (a constant output): JSON has no NaN
     medians = {k: None if np.isnan(v) else round(float(v), 4) for k, v in focus_summary(focus).items()}
     metrics = {
@@ -55,7 +59,7 @@ def saliency_for_model(model_dir: Path, test_csv: Path, regions_csv: Path, out_d
         "method": cfg.method, "n_subjects": len(test),
         **{k: summaries[0][k] for k in ("best_region", "median_region", "worst_region") if k in summaries[0]},
     }
-    write_json(metrics, out_dir / "summary.json")
+    write_json(metrics, SaliencyFiles(out_dir).summary)
     print(f"saliency {Path(model_dir).name}: median share of saliency in the region "
           f"{metrics['focus_in_region_median']}, in the brain {metrics['focus_in_brain_median']}, "
           f"outside the brain {metrics['focus_outside_brain_median']}")

@@ -12,13 +12,12 @@ import pandas as pd
 import torch
 
 from gmvol.io import write_csv
+from gmvol.layout import SaliencyFiles
 from gmvol.regions import REGION_COLUMNS, REGION_IDS
 from gmvol.saliency.focus import focus_shares, focus_summary
 from gmvol.saliency.maps import Method, region_saliency, subtract_mean_map
 from gmvol.saliency.select import select_regions
 from gmvol.saliency.slices import plot_region_panel
-
-FOCUS_CSV = "focus.csv"
 
 
 def _region_row(region_table: pd.DataFrame, name: str) -> pd.Series:
@@ -28,13 +27,13 @@ def _region_row(region_table: pd.DataFrame, name: str) -> pd.Series:
     return region_table.loc[name]
 
 
-def run_saliency(model: torch.nn.Module, image: np.ndarray, labels: np.ndarray,
-                 region_table: pd.DataFrame, out_dir: str | os.PathLike[str],
-                 method: Method = "saliency", *, loss_column: str = "normalized_loss",
-                 batch_size: int = 8, ig_steps: int = 16, device: str | torch.device = "cpu",
-                 dilate_mm: float = 3.0, voxel_size_mm: Sequence[float] = (1.0, 1.0, 1.0),
-                 region_names: Sequence[str] = REGION_COLUMNS,
-                 region_ids: Sequence[int] = REGION_IDS) -> dict[str, Any]:
+def saliency_for_subject(model: torch.nn.Module, image: np.ndarray, labels: np.ndarray,
+                         region_table: pd.DataFrame, out_dir: str | os.PathLike[str],
+                         method: Method = "saliency", *, loss_column: str = "normalized_loss",
+                         batch_size: int = 8, ig_steps: int = 16, device: str | torch.device = "cpu",
+                         dilate_mm: float = 3.0, voxel_size_mm: Sequence[float] = (1.0, 1.0, 1.0),
+                         region_names: Sequence[str] = REGION_COLUMNS,
+                         region_ids: Sequence[int] = REGION_IDS) -> dict[str, Any]:
     """Write `{best,median,worst}.png` and `focus.csv` to `out_dir`; return the summary.
 
     `region_table` holds each region's `loss_column` (e.g. normalized loss on the test set),
@@ -43,12 +42,12 @@ def run_saliency(model: torch.nn.Module, image: np.ndarray, labels: np.ndarray,
     """
     if image.shape != labels.shape:
         raise ValueError(f"image {image.shape} and labels {labels.shape} differ in shape")
-    out = Path(out_dir)
+    files = SaliencyFiles(Path(out_dir))
     raw = region_saliency(model, image, method=method, batch_size=batch_size, ig_steps=ig_steps,
                           device=device, targets=range(len(region_names)))
     focus = focus_shares(raw, labels, region_ids, dilate_mm=dilate_mm,
                          voxel_size_mm=voxel_size_mm, region_names=region_names)
-    write_csv(focus, out / FOCUS_CSV)
+    write_csv(focus, files.focus)
     chosen = select_regions(region_table, column=loss_column)
     position = {name: i for i, name in enumerate(region_names)}
     unknown = [name for name in chosen.values() if name not in position]
@@ -62,5 +61,5 @@ def run_saliency(model: torch.nn.Module, image: np.ndarray, labels: np.ndarray,
                  "in_region": float(shares.at[name, "in_region"]),
                  "outside_brain": float(shares.at[name, "outside_brain"]),
                  "method": method}
-        plot_region_panel(image, centered_map, name, out / f"{role}.png", stats)
+        plot_region_panel(image, centered_map, name, files.panel(role), stats)
     return {**focus_summary(focus), "method": method, **{f"{r}_region": n for r, n in chosen.items()}}
