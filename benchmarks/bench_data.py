@@ -18,9 +18,9 @@ from pathlib import Path
 
 from common import print_table, write_result
 
-from gmvol.config import from_mapping, read_yaml
+from gmvol.config import parse, read_params
 from gmvol.data.ingest import IngestConfig, ingest
-from gmvol.data.preprocess import PreprocessSpec, build_cache
+from gmvol.data.preprocess import PreprocessConfig, build_cache
 from gmvol.synth.cohort import SynthConfig, synthesize_cohort
 
 
@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="processes of the parallel runs")
     args = parser.parse_args(argv)
-    params = read_yaml(args.params)
-    synth = dataclasses.replace(from_mapping(SynthConfig, params["synthesize"]), n_subjects=args.subjects)
-    spec = from_mapping(PreprocessSpec, {k: v for k, v in params["preprocess"].items() if k != "workers"})
+    params = read_params(args.params)
+    synth = dataclasses.replace(parse(SynthConfig, params["synthesize"], "synthesize"), n_subjects=args.subjects)
+    preprocess = parse(PreprocessConfig, params["preprocess"], "preprocess")
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,13 +49,13 @@ def main(argv: list[str] | None = None) -> None:
                work / "excluded.csv")
         for workers in (1, args.workers):
             start = time.perf_counter()
-            build_cache(subjects_csv, spec, work / f"cache-{workers}", workers=workers)
+            build_cache(subjects_csv, dataclasses.replace(preprocess, workers=workers), work / f"cache-{workers}")
             rows.append({"stage": "preprocess", "workers": workers, "subjects": args.subjects,
                          "seconds": time.perf_counter() - start})
     for row in rows:
         row["subjects_per_s"] = row["subjects"] / row["seconds"]
     print_table(rows, ["stage", "workers", "subjects", "seconds", "subjects_per_s"])
-    write_result(args.out, {"synthesize": dataclasses.asdict(synth), "preprocess": spec.to_dict(),
+    write_result(args.out, {"synthesize": dataclasses.asdict(synth), "preprocess": preprocess.spec.to_dict(),
                             "results": rows})
 
 

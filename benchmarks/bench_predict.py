@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from common import median_seconds, print_table, sync, write_result
 
-from gmvol.config import read_yaml
+from gmvol.config import read_params
 from gmvol.data.dataset import TargetScaler
 from gmvol.data.preprocess import PreprocessSpec, normalize, resample
 from gmvol.io import load_volume, write_csv
@@ -50,7 +50,7 @@ COLUMNS = ["grid", "input", "variant", "read_s", "conform_s", "normalise_s", "fo
 
 def default_grid(params: Path) -> tuple[dict, PreprocessSpec]:
     """The default study's MeshNet config and preprocessing grid, from params.yaml."""
-    p = read_yaml(params)
+    p = read_params(params)
     model = dict(p["models"]["meshnet"])
     model.pop("train", None)
     spec = p["preprocess"]

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from common import median_seconds, print_table, sync, write_result
 
-from gmvol.config import read_yaml
+from gmvol.config import read_params
 from gmvol.heap import retain_freed_memory
 from gmvol.models import build_model, model_config_from_dict
 
@@ -53,7 +53,7 @@ SPEEDUPS = (
 
 def variants(params: Path, cpu: bool, cuda: bool) -> list[dict[str, Any]]:
     """Every (model, grid, options) combination to time."""
-    p = read_yaml(params)
+    p = read_params(params)
     grid = tuple(p["preprocess"]["shape"])
     batch = int(p["train"]["batch_size"])
     models = {name: {k: v for k, v in p["models"][name].items() if k != "train"} for name in ("meshnet", "baseline")}

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import parse, read_params, section
+from gmvol.config import params_errors, parse, read_params, section
 from gmvol.evaluation.run import EvaluateConfig, evaluate_model
 
 if __name__ == "__main__":
@@ -14,5 +14,6 @@ if __name__ == "__main__":
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    cfg = parse(EvaluateConfig, section(read_params(args.params), "evaluate"), "evaluate")
+    with params_errors(args.params):
+        cfg = parse(EvaluateConfig, section(read_params(args.params), "evaluate"), "evaluate")
     evaluate_model(args.model, args.train, args.test, args.out, cfg)

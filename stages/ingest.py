@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gmvol.config import parse, read_params, section
+from gmvol.config import params_errors, parse, read_params, section
 from gmvol.data.ingest import IngestConfig, ingest
 from gmvol.io import InputError
 
@@ -14,7 +14,8 @@ if __name__ == "__main__":
     parser.add_argument("--subjects", type=Path, required=True)
     parser.add_argument("--excluded", type=Path, required=True)
     args = parser.parse_args()
-    cfg = parse(IngestConfig, section(read_params(args.params), "ingest"), "ingest")
+    with params_errors(args.params):
+        cfg = parse(IngestConfig, section(read_params(args.params), "ingest"), "ingest")
     try:
         ingest(cfg, args.subjects, args.excluded)
     except InputError as exc:

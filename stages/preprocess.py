@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gmvol.config import parse, read_params, section
+from gmvol.config import params_errors, parse, read_params, section
 from gmvol.data.preprocess import PreprocessConfig, build_cache
 from gmvol.io import InputError
 
@@ -14,7 +14,8 @@ if __name__ == "__main__":
     parser.add_argument("--subjects", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    cfg = parse(PreprocessConfig, section(read_params(args.params), "preprocess"), "preprocess")
+    with params_errors(args.params):
+        cfg = parse(PreprocessConfig, section(read_params(args.params), "preprocess"), "preprocess")
     try:
         build_cache(args.subjects, cfg, args.out)
     except InputError as exc:

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import parse, read_params, section
+from gmvol.config import params_errors, parse, read_params, section
 from gmvol.report import build_report
 from gmvol.study import StudyConfig
 
@@ -14,6 +14,7 @@ if __name__ == "__main__":
     parser.add_argument("--saliency", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    params = read_params(args.params)  # the report shows all of them: the stage depends on all
-    study = parse(StudyConfig, section(params, "study"), "study")
+    with params_errors(args.params):
+        params = read_params(args.params)  # the report shows all of them: the stage depends on all
+        study = parse(StudyConfig, section(params, "study"), "study")
     build_report(list(study.models), args.eval, args.saliency, params, str(args.params), args.out)

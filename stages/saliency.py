@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import parse, read_params, section
+from gmvol.config import params_errors, parse, read_params, section
 from gmvol.saliency.stage import SaliencyConfig, saliency_for_model
 
 if __name__ == "__main__":
@@ -14,5 +14,6 @@ if __name__ == "__main__":
     parser.add_argument("--regions", type=Path, required=True, help="evaluate's regions.csv")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    cfg = parse(SaliencyConfig, section(read_params(args.params), "saliency"), "saliency")
+    with params_errors(args.params):
+        cfg = parse(SaliencyConfig, section(read_params(args.params), "saliency"), "saliency")
     saliency_for_model(args.model, args.test, args.regions, args.out, cfg)

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import parse, read_params, section
+from gmvol.config import params_errors, parse, read_params, section
 from gmvol.data.split import SplitConfig, write_split
 
 if __name__ == "__main__":
@@ -12,5 +12,6 @@ if __name__ == "__main__":
     parser.add_argument("--subjects", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    cfg = parse(SplitConfig, section(read_params(args.params), "split"), "split")
+    with params_errors(args.params):
+        cfg = parse(SplitConfig, section(read_params(args.params), "split"), "split")
     write_split(args.subjects, args.out, cfg)

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import parse, read_params, section
+from gmvol.config import params_errors, parse, read_params, section
 from gmvol.synth.cohort import SynthConfig, synthesize_study
 
 if __name__ == "__main__":
@@ -12,5 +12,6 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--stats", type=Path, required=True, help="cohort variation metrics (JSON)")
     args = parser.parse_args()
-    cfg = parse(SynthConfig, section(read_params(args.params), "synthesize"), "synthesize")
+    with params_errors(args.params):
+        cfg = parse(SynthConfig, section(read_params(args.params), "synthesize"), "synthesize")
     synthesize_study(cfg, args.out, args.stats)

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from gmvol.config import read_params, section
+from gmvol.config import params_errors, read_params, section
 from gmvol.training.config import training_configs
 from gmvol.training.loop import train_model
 
@@ -17,7 +17,8 @@ if __name__ == "__main__":
     parser.add_argument("--curves", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args()
-    params = read_params(args.params)
-    model_cfg, cfg = training_configs(section(params, "train"), section(params, f"models.{args.model}"),
-                                      args.model)
+    with params_errors(args.params):
+        params = read_params(args.params)
+        model_cfg, cfg = training_configs(section(params, "train"), section(params, f"models.{args.model}"),
+                                          args.model)
     train_model(model_cfg, cfg, args.train, args.cache, args.out, args.curves, args.metrics)

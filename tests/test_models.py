@@ -27,7 +27,7 @@ from gmvol.models.checkpoint import ModelFileError, load_model, save_model
 from gmvol.models.config import ARCH_NAMES
 from gmvol.models.fast_conv import relayout
 from gmvol.models.heads import PooledLinearHead
-from gmvol.models.layers import SeparableAdaptiveAvgPool3d
+from gmvol.models.layers import ACTIVATIONS, SeparableAdaptiveAvgPool3d
 
 torch.set_num_threads(2)
 
@@ -165,10 +165,19 @@ def test_separable_pool_under_bf16_autocast_is_unbiased_and_fp32(grid_size: int)
     assert SeparableAdaptiveAvgPool3d(grid_size)(features).dtype == torch.bfloat16  # no autocast: input's dtype
 
 
-@pytest.mark.parametrize("activation", ["elu", "gelu"])
+@pytest.mark.parametrize("activation", ["relu", "elu", "gelu"])
 def test_meshnet_activations(activation: str) -> None:
+    """The configured activation is the one in the trunk, and it shapes the output."""
+    torch.manual_seed(0)
     model = build_model(ModelConfig(meshnet=MeshNetConfig(channels=4, activation=activation, dropout=0.1)))
-    assert model(torch.randn(2, 1, 16, 16, 16)).shape == (2, 68)
+    kinds = {type(m) for m in model.modules()} & set(ACTIVATIONS.values())
+    assert kinds == {ACTIVATIONS[activation]}
+    x = torch.randn(2, 1, 16, 16, 16)
+    assert model(x).shape == (2, 68)
+    relu = build_model(ModelConfig(meshnet=MeshNetConfig(channels=4, activation="relu", dropout=0.1)))
+    relu.load_state_dict(model.state_dict())  # same weights: only the activation differs
+    same = torch.allclose(model.eval()(x), relu.eval()(x))
+    assert same == (activation == "relu")
 
 
 @pytest.mark.parametrize("channels", [6, 16])  # 16: the whole trunk runs channels_last

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,13 +32,59 @@ def test_repro_writes_every_stage_output(study: Path) -> None:
     metrics = json.loads((data / "eval" / "meshnet" / "metrics.json").read_text())
     assert set(metrics) == {"model", "mean_predictor", "total_scaling"}
     assert {"normalized_loss", "r2_median", "icc_median", "seconds_per_scan_end_to_end"} <= set(metrics["model"])
-    assert "boxplot" in (data / "report" / "index.html").read_text()
+    page = (data / "report" / "index.html").read_text()
+    for png in ("eval/meshnet/boxplot.png", "eval/baseline/scatter.png", "saliency/meshnet/worst.png"):
+        embedded = base64.b64encode((data / png).read_bytes()).decode()
+        assert f"data:image/png;base64,{embedded}" in page, f"{png} is not shown in the report"
 
 
 def test_second_repro_does_nothing_and_status_is_clean(study: Path) -> None:
     again = dvc("repro", cwd=study).stdout
     assert "Running stage" not in again
     assert "up to date" in dvc("status", cwd=study).stdout
+
+
+def _status_after(study: Path, change: Callable[[dict], None]) -> set[str]:
+    """The stages `dvc status` calls changed after `change` to params.yaml (then restored)."""
+    path = study / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    change(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        return set(json.loads(dvc("status", "--json", cwd=study).stdout))
+    finally:
+        path.write_text(original)
+
+
+def test_adding_a_model_reruns_only_its_chain_and_the_report(study: Path) -> None:
+    new_chain = {"train@resnet", "evaluate@resnet", "saliency@resnet", "report"}
+    assert _status_after(study, lambda p: p["study"]["models"].append("resnet")) == new_chain
+
+    def add_and_retune(p: dict) -> None:
+        p["study"]["models"].append("resnet")
+        p["models"]["resnet"]["resnet"]["base_channels"] = 4
+    assert _status_after(study, add_and_retune) == new_chain
+    # changing a model nobody trains touches no stage but the report, which shows every param
+    assert _status_after(study, lambda p: p["models"]["resnet"]["resnet"].update(n_heads=2)) == {"report"}
+    assert "up to date" in dvc("status", cwd=study).stdout
+
+
+def test_a_fresh_clone_reproduces_every_model_and_cache_byte_for_byte(study: Path, tmp_path: Path) -> None:
+    """Timings live only in metrics files, so model and cache hashes repeat across clones."""
+    other = make_study(tmp_path / "clone")
+    dvc("repro", cwd=other)
+    first, second = lock_hashes(study), lock_hashes(other)
+    assert first.keys() == second.keys() and {"data/cache", "data/models/meshnet"} <= first.keys()
+    assert {k for k in first if first[k] != second[k]} == set()
+
+
+def lock_hashes(study: Path) -> dict[str, str]:
+    """Output path -> md5 from dvc.lock, less the files that hold timings or a clock value."""
+    lock = yaml.safe_load((study / "dvc.lock").read_text())["stages"]
+    hashes = {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}
+    timed = ("metrics.json", "index.html")
+    return {path: md5 for path, md5 in hashes.items() if not path.endswith(timed)}
 
 
 def test_metrics_and_plots_commands(study: Path) -> None:

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from conftest import TINY_SYNTH
 
-from gmvol.regions import COLUMN_TO_ID, REGION_COLUMNS, REGION_IDS
+from gmvol.data.stats import read_aparc_stats
+from gmvol.regions import COLUMN_TO_ID, DK_NAMES, REGION_COLUMNS, REGION_IDS
 from gmvol.synth.anatomy import package_file
 from gmvol.synth.cohort import SynthConfig, synthesize_cohort, synthesize_subject
 from gmvol.synth.variation import cohort_variation
@@ -76,8 +77,11 @@ def test_cohort_table_matches_stats_files(tiny_cohort: Path) -> None:
     table = pd.read_csv(tiny_cohort / "cohort.csv")
     assert len(table) == TINY_SYNTH.n_subjects
     row = table.iloc[0]
-    text = (tiny_cohort / row["subject"] / "stats" / "lh.aparc.stats").read_text()
-    assert "insula" in text and str(int(row["lh_insula"])) in text
+    for hemi in ("lh", "rh"):
+        stats = read_aparc_stats(tiny_cohort / row["subject"] / "stats" / f"{hemi}.aparc.stats")
+        assert sorted(stats) == sorted(DK_NAMES)
+        for name, value in stats.items():  # GrayVol is written in whole mm^3
+            assert abs(value - row[f"{hemi}_{name}"]) <= 0.5, (hemi, name)
 
 
 def test_pose_varies_between_subjects(tiny_cohort: Path) -> None:

@@ -50,6 +50,16 @@ def test_augmented_dataset_keeps_shapes_and_standardises_targets() -> None:
     assert item["image"].shape == (1, 8, 9, 10) and item["target"].shape == (68,)
     np.testing.assert_allclose(scaler.inverse(scaler.transform(volumes)), volumes)
     assert abs(float(data.targets.mean())) < 1e-5
+    # augmentation changes the image: draws differ from the stored one and from each other
+    torch.manual_seed(0)
+    draws = [data[2]["image"][0].numpy() for _ in range(8)]
+    assert all(not np.allclose(d, data.images[2]) for d in draws)
+    assert len({d.tobytes() for d in draws}) == len(draws)
+    # a flip swaps the lh/rh targets: some draws carry the mirrored target, some the original
+    targets = {tuple(data[2]["target"].numpy().round(5)) for _ in range(16)}
+    assert len(targets) == 2
+    plain = VolumeDataset(data.images, volumes, scaler, None)
+    np.testing.assert_array_equal(plain[2]["image"][0].numpy(), data.images[2])
 
 
 def test_engine_is_chosen_from_params() -> None:

@@ -11,9 +11,10 @@ checks), so there is one set of defaults.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -125,6 +126,16 @@ def section(params: Mapping[str, Any], name: str) -> Any:
             _fail(".".join(name.split(".")[:depth + 1]), "missing from the params file")
         node = node[part]
     return node
+
+
+@contextlib.contextmanager
+def params_errors(path: str | Path) -> Iterator[None]:
+    """In a stage script: a bad params value ends the stage with one line naming the file and
+    key, before any work, instead of a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise SystemExit(f"{path}: {exc}") from None
 
 
 def read_params(path: str | Path) -> dict[str, Any]:

@@ -35,6 +35,17 @@ class ModelFileError(InputError):
         super().__init__(path, " ".join(reason.split()))  # always one line
 
 
+def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """torch.save `state` to `path` atomically and byte-reproducibly.
+
+    Saved through an open file, not a path: torch names the zip archive's records after the path
+    it writes to, here a random temporary sibling, so the same weights would hash differently on
+    every run and DVC would rerun every downstream stage for nothing.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
+
+
 def save_model(directory: str | os.PathLike[str], model: nn.Module, cfg: ModelConfig,
                metadata: dict[str, Any]) -> None:
     """Write ``model.pt`` then ``model.json`` into `directory`, each atomically.
@@ -46,8 +57,7 @@ def save_model(directory: str | os.PathLike[str], model: nn.Module, cfg: ModelCo
         raise ValueError(f"metadata may not use the reserved key(s) {clash}")
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        torch.save(state, tmp)
+    save_state_dict(state, directory / WEIGHTS_FILE)
     write_json({"format_version": FORMAT_VERSION, "model": model_config_to_dict(cfg), **metadata},
                directory / CONFIG_FILE)
 

@@ -10,12 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from catalyst import dl
 
-from gmvol.io import atomic_path, write_json
+from gmvol.io import write_json
 from gmvol.models import count_parameters
-from gmvol.models.checkpoint import save_model
+from gmvol.models.checkpoint import save_model, save_state_dict
 from gmvol.training.curves import BestWeightsCallback, CurvesLogger
 
 
@@ -45,8 +44,7 @@ class SaveOutputsCallback(dl.Callback):
         save_model(self.out_dir, model, self.model_cfg,
                    {**self.metadata, "best_epoch": best.best_epoch, "n_parameters": n_parameters})
         if best.last_state is not None:
-            with atomic_path(self.out_dir / "last.pt") as tmp:
-                torch.save(best.last_state, tmp)
+            save_state_dict(best.last_state, self.out_dir / "last.pt")
         epochs = len(self.curves.rows)
         n_train = len(runner.loaders["train"].dataset)
         write_json({**self.metrics, "valid_loss": best.best_score, "best_epoch": best.best_epoch,
