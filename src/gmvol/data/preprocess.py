@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from nibabel.processing import conform, smooth_image
 from tqdm import tqdm
 
-from gmvol.io import atomic_dir, load_volume, process_pool, write_json
+from gmvol.io import InputError, atomic_dir, load_volume, process_pool, write_json
 
 NORMALIZATIONS = ("minmax", "percentile")
 
@@ -121,7 +122,14 @@ def cache_subject(row: dict, spec: PreprocessSpec, out_dir: Path) -> str:
 
 
 def _worker(args: tuple[dict, PreprocessSpec, Path]) -> str:
-    return cache_subject(*args)
+    """cache_subject, with any failure turned into an InputError naming the subject's T1, so a
+    process pool reports the cause instead of a traceback from inside the worker."""
+    try:
+        return cache_subject(*args)
+    except InputError:
+        raise
+    except Exception as exc:  # becomes the stage's one-line error
+        raise InputError(args[0]["t1"], f"preprocessing failed ({type(exc).__name__}: {exc})") from exc
 
 
 def build_cache(subjects_csv: Path, spec: PreprocessSpec, out_dir: Path, workers: int = 0) -> None:
@@ -134,9 +142,13 @@ def build_cache(subjects_csv: Path, spec: PreprocessSpec, out_dir: Path, workers
         if workers == 1:
             list(tqdm(map(_worker, jobs), total=len(jobs), desc="preprocess", unit="subject"))
         else:
-            with process_pool(workers) as pool:
-                list(tqdm(pool.map(_worker, jobs, chunksize=4), total=len(jobs),
-                          desc=f"preprocess ({workers} workers)", unit="subject"))
+            try:
+                with process_pool(workers) as pool:
+                    list(tqdm(pool.map(_worker, jobs, chunksize=4), total=len(jobs),
+                              desc=f"preprocess ({workers} workers)", unit="subject"))
+            except BrokenProcessPool:  # a worker died without a Python error: killed, out of memory
+                raise InputError(subjects_csv, f"a preprocess worker process died (killed or out of "
+                                               f"memory?); try fewer than {workers} workers") from None
         write_json(spec.to_dict(), tmp / "spec.json")
     print(f"preprocess: {len(rows)} subjects cached at {spec.voxel_size} mm, grid {spec.shape}")
 
