@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from study import dvc, make_study, run
+from study import ROOT, dvc, make_study, run
 
 from gmvol.evaluation.tables import HEADLINE
 
@@ -109,14 +111,25 @@ def test_metrics_and_plots_commands(study: Path) -> None:
     assert (out / "index.html").is_file()
 
 
-def test_metrics_diff_shows_a_changed_training_param(study: Path) -> None:
+def readme_exp_show() -> list[str]:
+    """The README's `dvc exp show ...` command line, as words."""
+    text = (ROOT / "README.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("dvc exp show --only-changed"))
+    return shlex.split(line, comments=True)
+
+
+def test_an_experiment_and_the_readme_comparisons_fit_a_terminal(study: Path) -> None:
     run(["git", "add", "-A"], study)
     run(["git", "commit", "-qm", "baseline run"], study)
-    params = yaml.safe_load((study / "params.yaml").read_text())
-    params["train"]["lr"] = params["train"]["lr"] * 3
-    (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    rerun = dvc("repro", cwd=study).stdout
+    lr = yaml.safe_load((study / "params.yaml").read_text())["train"]["lr"] * 3
+    rerun = dvc("exp", "run", "-S", f"train.lr={lr}", cwd=study).stdout
     assert "train@meshnet" in rerun and "Running stage 'synthesize'" not in rerun
+    words = readme_exp_show()
+    shown = run([sys.executable, "-m", "dvc", *words[1:], "--no-pager"], study, env={"COLUMNS": "120"}).stdout
+    rows = [ln for ln in shown.splitlines() if any(ch.isdigit() for ch in ln) and "metrics.json" not in ln]
+    assert len(rows) >= 3, shown  # workspace, the baseline commit and the experiment
+    assert max(map(len, shown.splitlines())) <= 120 and "…" not in shown, shown  # nothing cut off
+    assert "metrics.json:nl" in shown and "metrics.json:r2" in shown and "train.lr" in shown
     diff = dvc("metrics", "diff", "HEAD", "--json", cwd=study).stdout
     changed = json.loads(diff)
     assert "data/eval/meshnet/metrics.json" in changed
