@@ -27,6 +27,8 @@ from gmvol.evaluation import (
     summary,
     total_scaling,
 )
+from gmvol.evaluation.metrics import hemisphere_error_median
+from gmvol.evaluation.tables import HEADLINE, headline
 from gmvol.regions import N_REGIONS, REGION_COLUMNS
 
 SUBJECTS = pd.Index(["s1", "s2", "s3", "s4"], name="subject")
@@ -210,3 +212,27 @@ def test_figures_are_written_as_pngs(tmp_path: Path) -> None:
         assert width >= 1000 and height >= 1000  # 150 dpi on a multi-inch figure
         assert path.stat().st_size > 30_000  # real content, not an empty canvas
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())  # no temp leftovers
+
+
+def test_hemisphere_error_is_the_median_relative_error_of_each_hemisphere_total() -> None:
+    cols = list(REGION_COLUMNS)
+    true = pd.DataFrame(np.full((3, 68), 100.0), columns=cols, index=["a", "b", "c"])
+    pred = true.copy()
+    lh = [c for c in cols if c.startswith("lh_")]
+    pred.loc["a", lh] *= 1.10          # a: lh +10%, rh exact
+    pred.loc["b", cols] *= 0.95        # b: both -5%
+    pred.loc["c", lh[:17]] *= 1.02     # c: half of lh +2% -> lh total +1%
+    # |errors| over (subject, hemisphere): 0.10, 0, 0.05, 0.05, 0.01, 0 -> median 0.03
+    assert hemisphere_error_median(true, pred) == pytest.approx(0.03)
+    assert summary(true, pred)["hemisphere_error_median"] == pytest.approx(0.03)
+
+
+def test_headline_keeps_few_rounded_numbers_under_short_keys(tiny: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    true, _ = tiny
+    pred = true * 1.0123457
+    block = summary(true, pred)
+    top = headline(block)
+    assert set(top) == set(HEADLINE) and len(top) <= 10
+    assert top["nl"] == pytest.approx(block["normalized_loss"], rel=1e-3) and top["nl"] != block["normalized_loss"]
+    assert top["hemi_err"] == pytest.approx(0.01235, rel=1e-3)
+    assert headline({**block, "icc_median": None})["icc"] is None

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from study import dvc, make_study, run
+from study import ROOT, dvc, make_study, run
+
+from gmvol.evaluation.tables import HEADLINE
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +33,14 @@ def test_repro_writes_every_stage_output(study: Path) -> None:
                 "eval/baseline/boxplot.png", "saliency/meshnet/focus.csv", "saliency/meshnet/best.png",
                 "report/index.html"):
         assert (data / rel).is_file(), rel
-    metrics = json.loads((data / "eval" / "meshnet" / "metrics.json").read_text())
-    assert set(metrics) == {"model", "mean_predictor", "total_scaling"}
-    assert {"normalized_loss", "r2_median", "icc_median", "seconds_per_scan_end_to_end"} <= set(metrics["model"])
+    scores = json.loads((data / "eval" / "meshnet" / "scores.json").read_text())
+    assert set(scores) == {"model", "mean_predictor", "total_scaling"}
+    assert {"normalized_loss", "r2_median", "icc_median", "hemisphere_error_median",
+            "seconds_per_scan_end_to_end"} <= set(scores["model"])
+    headline = json.loads((data / "eval" / "meshnet" / "metrics.json").read_text())
+    assert headline["nl"] == pytest.approx(scores["model"]["normalized_loss"], rel=1e-3)
+    baseline = json.loads((data / "eval" / "mean_predictor" / "scores.json").read_text())
+    assert baseline == scores["mean_predictor"]  # scored once for the study, the same as per model
     page = (data / "report" / "index.html").read_text()
     for png in ("eval/meshnet/boxplot.png", "eval/baseline/scatter.png", "saliency/meshnet/worst.png"):
         embedded = base64.b64encode((data / png).read_bytes()).decode()
@@ -83,28 +92,47 @@ def lock_hashes(study: Path) -> dict[str, str]:
     """Output path -> md5 from dvc.lock, less the files that hold timings or a clock value."""
     lock = yaml.safe_load((study / "dvc.lock").read_text())["stages"]
     hashes = {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}
-    timed = ("metrics.json", "index.html")
+    timed = ("metrics.json", "scores.json", "index.html")
     return {path: md5 for path, md5 in hashes.items() if not path.endswith(timed)}
 
 
 def test_metrics_and_plots_commands(study: Path) -> None:
-    shown = dvc("metrics", "show", "--json", cwd=study).stdout
-    assert "data/eval/meshnet/metrics.json" in shown and "mean_predictor" in shown
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=study).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert set(files) == {f"data/eval/{p}/metrics.json" for p in ("meshnet", "baseline", "mean_predictor",
+                                                                  "total_scaling")}
+    key_sets = {name: set(entry["data"]) for name, entry in files.items()}
+    assert len({frozenset(keys) for keys in key_sets.values()}) == 1, key_sets  # one row per predictor
+    assert set(HEADLINE) == next(iter(key_sets.values()))
+    table = dvc("metrics", "show", cwd=study).stdout.splitlines()
+    assert len(table) == 1 + len(files) and max(map(len, table)) <= 120, table
     out = study / "plots"
     dvc("plots", "show", "-o", str(out), cwd=study)
     assert (out / "index.html").is_file()
 
 
-def test_metrics_diff_shows_a_changed_training_param(study: Path) -> None:
+def readme_exp_show() -> list[str]:
+    """The README's `dvc exp show ...` command line, as words."""
+    text = (ROOT / "README.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("dvc exp show --only-changed"))
+    return shlex.split(line, comments=True)
+
+
+def test_an_experiment_and_the_readme_comparisons_fit_a_terminal(study: Path) -> None:
     run(["git", "add", "-A"], study)
     run(["git", "commit", "-qm", "baseline run"], study)
-    params = yaml.safe_load((study / "params.yaml").read_text())
-    params["train"]["lr"] = params["train"]["lr"] * 3
-    (study / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    rerun = dvc("repro", cwd=study).stdout
+    lr = yaml.safe_load((study / "params.yaml").read_text())["train"]["lr"] * 3
+    rerun = dvc("exp", "run", "-S", f"train.lr={lr}", cwd=study).stdout
     assert "train@meshnet" in rerun and "Running stage 'synthesize'" not in rerun
+    words = readme_exp_show()
+    shown = run([sys.executable, "-m", "dvc", *words[1:], "--no-pager"], study, env={"COLUMNS": "120"}).stdout
+    rows = [ln for ln in shown.splitlines() if any(ch.isdigit() for ch in ln) and "metrics.json" not in ln]
+    assert len(rows) >= 3, shown  # workspace, the baseline commit and the experiment
+    assert max(map(len, shown.splitlines())) <= 120 and "…" not in shown, shown  # nothing cut off
+    assert "metrics.json:nl" in shown and "metrics.json:r2" in shown and "train.lr" in shown
     diff = dvc("metrics", "diff", "HEAD", "--json", cwd=study).stdout
     changed = json.loads(diff)
     assert "data/eval/meshnet/metrics.json" in changed
-    assert any(k.startswith("model.") for k in changed["data/eval/meshnet/metrics.json"])
+    assert set(changed["data/eval/meshnet/metrics.json"]) <= set(HEADLINE)
+    assert "data/eval/mean_predictor/metrics.json" not in changed  # the baselines do not train
     assert "train.lr" in dvc("params", "diff", "HEAD", cwd=study).stdout

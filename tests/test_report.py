@@ -34,7 +34,7 @@ def tiny_png(rgb: tuple[int, int, int]) -> bytes:
 
 
 def summary(nl: float, r2: float | None, pearson: float | None, timings: bool) -> dict:
-    """A metrics.json predictor entry with the SUMMARY_KEYS shape."""
+    """A scores.json predictor entry with the SUMMARY_KEYS shape."""
     entry = {"mse": nl * 4e6, "normalized_loss": nl, "mae_mm3": nl * 2e4, "mae_pct": nl * 300,
              "r2_median": r2, "r2_pooled": r2, "r2_min": -0.3, "worst_region": WORST,
              "pearson_median": pearson, "icc_median": pearson}
@@ -66,7 +66,7 @@ def make_inputs(root: Path) -> dict[str, Path]:
                    | {"focus_in_region_median": 0.3 + 0.1 * i},
                    "mean_predictor": summary(0.04, -0.01, None, timings=False),
                    "total_scaling": summary(0.012, 0.5, 0.7, timings=False)}
-        (ev / "metrics.json").write_text(json.dumps(metrics))
+        (ev / "scores.json").write_text(json.dumps(metrics))
         regions_csv(0.05 * i).to_csv(ev / "regions.csv", index=False)
         (sal / "summary.json").write_text(json.dumps({
             "focus_in_region_median": 0.3, "focus_in_brain_median": 0.8, "focus_outside_brain_median": 0.2,
@@ -119,7 +119,7 @@ def test_report_survives_missing_png_and_null_metrics(tmp_path: Path) -> None:
     missing = paths["eval"] / "resnet" / "scatter.png"
     missing.unlink()
     (paths["saliency"] / "meshnet" / "worst.png").unlink()
-    metrics_path = paths["eval"] / "resnet" / "metrics.json"
+    metrics_path = paths["eval"] / "resnet" / "scores.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["model"] = {key: None for key in metrics["model"]}
     metrics_path.write_text(json.dumps(metrics))
@@ -136,7 +136,7 @@ def test_report_survives_missing_png_and_null_metrics(tmp_path: Path) -> None:
 
 def test_report_warns_when_baselines_differ(tmp_path: Path) -> None:
     paths = make_inputs(tmp_path)
-    metrics_path = paths["eval"] / "resnet" / "metrics.json"
+    metrics_path = paths["eval"] / "resnet" / "scores.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["mean_predictor"]["normalized_loss"] = 0.05
     metrics_path.write_text(json.dumps(metrics))
@@ -147,8 +147,8 @@ def test_report_warns_when_baselines_differ(tmp_path: Path) -> None:
 
 def test_report_needs_metrics(tmp_path: Path) -> None:
     paths = make_inputs(tmp_path)
-    (paths["eval"] / "resnet" / "metrics.json").unlink()
-    with pytest.raises(InputError, match="metrics.json"):
+    (paths["eval"] / "resnet" / "scores.json").unlink()
+    with pytest.raises(InputError, match="scores.json"):
         build(paths, tmp_path)
     assert not (tmp_path / "report" / "index.html").exists()
 

@@ -1,22 +1,29 @@
 """The `gmvol` command line. `gmvol predict` turns T1 scans into a table of the 68 volumes.
 
-Exit status: 0 all scans predicted, 1 some scan failed (the others are still written),
-2 a usage problem that stops the run before any scan (bad model, missing input, bad flag).
+Exit status: 0 all scans predicted, 1 some scan failed (the others are still written) or the
+output could not be written, 2 a usage problem that stops the run before any scan (bad model,
+missing input, bad flag, an --out that would overwrite an input), 3 an internal error (a bug:
+--debug shows its traceback), 130/143 stopped by SIGINT/SIGTERM (nothing left half-written).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import logging
+import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from gmvol.io import write_json, write_text
+from gmvol.interrupts import Interrupted, signals_raise
+from gmvol.io import InputError, write_json, write_text
 from gmvol.precision import PRECISIONS
 from gmvol.predict import Predictor, ScanResult, discover_inputs, input_kind
 
@@ -29,7 +36,7 @@ def _version() -> str:
         return "unknown"
 
 
-EXIT_OK, EXIT_SCAN_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SCAN_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 FORMATS = ("csv", "tsv", "json")
 BIDS_VERSION = "1.9.0"
 DERIVATIVE_DIR = Path("derivatives") / "gmvol"
@@ -123,12 +130,60 @@ def _bids_root(args: argparse.Namespace) -> Path | None:
     return root
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Same path after symlinks, or the same inode (a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    with contextlib.suppress(OSError):
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    return False
+
+
+def check_out_target(out: Path, inputs: list[Path], model_dir: Path) -> None:
+    """Refuse, before any work, an --out that would destroy an input or could not be written:
+    an input scan, a file of the model directory, a directory or other non-regular file, or a
+    place with no writable directory."""
+    if out.exists() and not out.is_file():
+        raise InputError(out, "--out exists and is not a regular file (a directory?); name a file")
+    model_files = [p for p in model_dir.iterdir() if p.is_file()] if model_dir.is_dir() else []
+    for protected in [*inputs, *model_files]:
+        if _same_file(out, protected):
+            raise InputError(out, f"--out would overwrite the input {protected}")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(out, f"--out cannot be written: {parent} is not a writable directory")
+
+
+def _write_outputs(args: argparse.Namespace, table: pd.DataFrame, fmt: str, bids_root: Path | None) -> None:
+    if args.out:
+        write_text(render_table(table, fmt), args.out)
+    if bids_root is not None:
+        written = write_bids_derivative(table, bids_root)
+        print(f"gmvol predict: wrote {written}", file=sys.stderr)
+    if not args.out and bids_root is None:
+        sys.stdout.write(render_table(table, fmt))
+
+
+def _report_failures(failures: list[ScanResult], n_scans: int, args: argparse.Namespace) -> None:
+    print(f"gmvol predict: {len(failures)} of {n_scans} scan(s) failed:", file=sys.stderr)
+    for failed in failures:
+        print(f"  {failed.error}", file=sys.stderr)
+    if len(failures) == n_scans:
+        kept = [str(p) for p in (args.out,) if p is not None and p.exists()]
+        print("gmvol predict: no scan could be predicted, so nothing was written"
+              + (f" ({kept[0]} is left as it was)" if kept else ""), file=sys.stderr)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Set up (usage errors exit 2), predict every scan (a bad scan is reported, not fatal), write."""
     try:
         scans = discover_inputs(args.inputs)
         bids_root = _bids_root(args)
         fmt = output_format(args.out, args.format)
+        if args.out:
+            check_out_target(args.out, [p for _, p in scans], args.model)
         predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size,
                               precision=args.precision,
                               crop_threshold=None if args.crop_threshold < 0 else args.crop_threshold)
@@ -148,13 +203,13 @@ def run_predict(args: argparse.Namespace) -> int:
         table = predictor.predict_files([p for _, p in scans], [s for s, _ in scans], on_result=report)
     table = table.round(2)
 
-    if args.out:
-        write_text(render_table(table, fmt), args.out)
-    if bids_root is not None:
-        written = write_bids_derivative(table, bids_root)
-        print(f"gmvol predict: wrote {written}", file=sys.stderr)
-    if not args.out and bids_root is None:
-        sys.stdout.write(render_table(table, fmt))
+    if len(table):  # an all-failed run must not replace an earlier --out by an empty table
+        try:
+            _write_outputs(args, table, fmt, bids_root)
+        except OSError as exc:
+            _error(f"error: cannot write the results ({exc.strerror or exc}: {exc.filename or ''})", exc,
+                   args.debug)
+            return EXIT_SCAN_FAILED
 
     if args.verbose:
         means = predictor.timings[predictor.timings["error"] == ""].mean(numeric_only=True)
@@ -163,14 +218,36 @@ def run_predict(args: argparse.Namespace) -> int:
               f"{means.get('preprocess_s', 0):.3f} s, forward {means.get('forward_s', 0):.3f} s",
               file=sys.stderr)
     if predictor.failures:
-        print(f"gmvol predict: {len(predictor.failures)} of {len(scans)} scan(s) failed:", file=sys.stderr)
-        for failed in predictor.failures:
-            print(f"  {failed.error}", file=sys.stderr)
+        _report_failures(predictor.failures, len(scans), args)
         return EXIT_SCAN_FAILED
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """nibabel logs its header 'fixes' to stderr; the command's own one-line errors say it all."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `gmvol` console script and `python -m gmvol`."""
+    """Entry point of the `gmvol` console script and `python -m gmvol`: one line and an exit
+    status for every way a run ends, a traceback only with --debug."""
     args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        with signals_raise(), _quiet_nibabel():
+            return int(args.run(args))
+    except Interrupted as exc:
+        print(f"gmvol {args.command}: stopped by {exc}; no output was left half-written", file=sys.stderr)
+        return exc.exit_status
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"gmvol {args.command}: internal error ({type(exc).__name__}: {exc}); "
+              "rerun with --debug for the traceback", file=sys.stderr)
+        return EXIT_INTERNAL

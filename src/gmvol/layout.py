@@ -22,6 +22,7 @@ class EvalFiles:
     folder: Path
 
     metrics = property(lambda self: self.folder / "metrics.json")
+    scores = property(lambda self: self.folder / "scores.json")
     predictions = property(lambda self: self.folder / "predictions.csv")
     regions = property(lambda self: self.folder / "regions.csv")
     regions_all = property(lambda self: self.folder / "regions_all.csv")

@@ -23,8 +23,10 @@ import torch
 from gmvol.data.dataset import TargetScaler
 from gmvol.data.preprocess import PreprocessSpec, preprocess_image
 from gmvol.heap import retain_freed_memory
-from gmvol.io import InputError, load_volume
+from gmvol.io import InputError, load_t1
+from gmvol.models.budget import check_grid
 from gmvol.models.checkpoint import CONFIG_FILE, ModelFileError, load_model
+from gmvol.models.config import model_config_from_dict
 from gmvol.models.inference import inference_model
 from gmvol.precision import autocast, check_precision
 from gmvol.regions import REGION_COLUMNS
@@ -159,7 +161,7 @@ def _prepare(subject: str, path: Path, spec: PreprocessSpec) -> tuple[ScanResult
     """Load and preprocess one scan (runs in a worker thread); a bad scan becomes a failed result."""
     start = time.perf_counter()
     try:
-        img = load_volume(path)
+        img = load_t1(path)
     except InputError as exc:
         return ScanResult(subject, path, None, exc, load_s=time.perf_counter() - start), None
     loaded = time.perf_counter()
@@ -170,6 +172,38 @@ def _prepare(subject: str, path: Path, spec: PreprocessSpec) -> tuple[ScanResult
         error.__cause__ = exc  # keeps the original traceback for --debug
         return ScanResult(subject, path, None, error, loaded - start, time.perf_counter() - loaded), None
     return ScanResult(subject, path, None, None, loaded - start, time.perf_counter() - loaded), image
+
+
+def _read_metadata(metadata: dict, path: Path) -> tuple[PreprocessSpec, TargetScaler]:
+    """The preprocess spec and target scaling of model.json, checked: a grid within the budget,
+    68 outputs, and a finite scaling with positive means and spreads (a NaN or negative one
+    would write empty cells or negative volumes for every scan)."""
+    try:
+        spec = PreprocessSpec.from_dict(metadata["preprocess"])
+        check_grid(spec.shape)
+        scaler = TargetScaler.from_dict(metadata["target_scaling"])
+        regions = tuple(metadata["regions"])
+        n_outputs = model_config_from_dict(metadata["model"]).n_outputs
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(path, f"bad metadata ({type(exc).__name__}: {exc})") from None
+    n = len(REGION_COLUMNS)
+    if regions != REGION_COLUMNS or n_outputs != n or not scaler.mean.shape == scaler.std.shape == (n,):
+        raise ModelFileError(path, f"regions/outputs/target_scaling do not match the {n} Desikan-Killiany regions")
+    if not (np.isfinite(scaler.mean).all() and np.isfinite(scaler.std).all()
+            and (scaler.mean > 0).all() and (scaler.std > 0).all()):
+        raise ModelFileError(path, "target_scaling must hold finite, positive means and standard deviations")
+    return spec, scaler
+
+
+def implausible_prediction(volumes: np.ndarray) -> str | None:
+    """Why a (68,) prediction is no measurement (non-finite or non-positive volumes), or None."""
+    bad = ~np.isfinite(volumes) | (volumes <= 0)
+    if not bad.any():
+        return None
+    first = int(np.flatnonzero(bad)[0])
+    return (f"prediction refused: {int(bad.sum())} of {volumes.size} volumes are not finite and positive "
+            f"(e.g. {REGION_COLUMNS[first]} = {volumes[first]:.4g} mm^3); the scan is unlike the "
+            "training scans or the model is broken")
 
 
 class Predictor:
@@ -197,16 +231,7 @@ class Predictor:
         self.batch_size = batch_size
         self.workers = workers
         model, self.metadata = load_model(self.model_dir, map_location="cpu")
-        try:
-            self.spec = PreprocessSpec.from_dict(self.metadata["preprocess"])
-            self.scaler = TargetScaler.from_dict(self.metadata["target_scaling"])
-            regions = tuple(self.metadata["regions"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(self.model_dir / CONFIG_FILE, f"bad metadata ({type(exc).__name__}: {exc})") from None
-        n = len(REGION_COLUMNS)
-        if regions != REGION_COLUMNS or not self.scaler.mean.shape == self.scaler.std.shape == (n,):
-            raise ModelFileError(self.model_dir / CONFIG_FILE,
-                                 f"regions/target_scaling do not match the {n} Desikan-Killiany regions")
+        self.spec, self.scaler = _read_metadata(self.metadata, self.model_dir / CONFIG_FILE)
         self.model = inference_model(model, crop_threshold).to(self.device).eval()
         if self.device.type == "cuda":  # cuDNN's fast 3D kernels (tensor cores) want channels_last
             self.model = self.model.to(memory_format=torch.channels_last_3d)
@@ -265,9 +290,12 @@ class Predictor:
         for result, image in batch:
             if image is None:
                 yield result
-            else:
-                yield ScanResult(result.subject, result.path, next(volumes), None,
-                                 result.load_s, result.preprocess_s, forward_s)
+                continue
+            values = next(volumes)
+            problem = implausible_prediction(values)
+            yield ScanResult(result.subject, result.path, None if problem else values,
+                             InputError(result.path, problem) if problem else None,
+                             result.load_s, result.preprocess_s, forward_s)
 
     def predict_files(self, paths: list[Path], subjects: list[str],
                       on_result: Callable[[ScanResult], None] | None = None) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from gmvol.data.stats import read_aparc_stats
-from gmvol.io import InputError, load_volume, write_csv
+from gmvol.io import InputError, load_t1, load_volume, write_csv
 from gmvol.regions import HEMISPHERES, REGION_COLUMNS, REGION_IDS
 
 TargetSource = Literal["aparc+aseg", "aparc.stats"]
@@ -55,7 +55,7 @@ def stats_volumes(subject_dir: Path, cfg: IngestConfig, subject: str) -> dict[st
     volumes: dict[str, float] = {}
     for hemi in HEMISPHERES:
         path = subject_dir / cfg.stats_pattern.format(hemi=hemi, subject=subject)
-        volumes.update({f"{hemi}_{n}": v for n, v in read_aparc_stats(path).items()})
+        volumes.update({f"{hemi}_{n}": v for n, v in read_aparc_stats(path, hemi=hemi).items()})
     return volumes
 
 
@@ -64,7 +64,7 @@ def ingest_subject(subject_dir: Path, cfg: IngestConfig) -> dict[str, object]:
     subject = subject_dir.name
     t1 = subject_dir / cfg.t1_pattern.format(subject=subject)
     labels = subject_dir / cfg.labels_pattern.format(subject=subject)
-    load_volume(t1)  # validates header, dimensionality and values, so bad scans stop here
+    load_t1(t1)  # validates header, values and brain plausibility, so bad scans stop here
     if cfg.target_source == "aparc+aseg":
         volumes = label_volumes(labels)
     else:
@@ -89,10 +89,10 @@ def ingest(cfg: IngestConfig, subjects_csv: Path, excluded_csv: Path) -> pd.Data
             rows.append(ingest_subject(subject_dir, cfg))
         except InputError as exc:
             excluded.append({"subject": subject_dir.name, "file": exc.path, "reason": exc.reason})
-    if not rows:
+    write_csv(pd.DataFrame(excluded, columns=["subject", "file", "reason"]), excluded_csv)
+    if not rows:  # excluded.csv is written first: the message points at it
         raise InputError(root, f"none of {len(dirs)} subjects is usable; see the reasons in {excluded_csv}")
     table = pd.DataFrame(rows, columns=["subject", "t1", "labels", *REGION_COLUMNS])
-    write_csv(pd.DataFrame(excluded, columns=["subject", "file", "reason"]), excluded_csv)
     write_csv(table, subjects_csv)
     print(f"ingest: {len(table)} subjects kept, {len(excluded)} excluded (targets: {cfg.target_source})")
     for row in excluded:

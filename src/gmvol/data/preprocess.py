@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import typing
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -20,8 +21,8 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from nibabel.processing import conform, smooth_image
 
 from gmvol.config import jsonable, parse
-from gmvol.io import atomic_dir, load_volume, write_json
-from gmvol.parallel import parallel_map
+from gmvol.io import InputError, atomic_dir, load_volume, write_json
+from gmvol.parallel import parallel_map, resolve_workers
 
 Normalization = Literal["minmax", "percentile"]
 NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
@@ -142,7 +143,14 @@ def cache_subject(row: dict, spec: PreprocessSpec, out_dir: Path) -> str:
 
 
 def _worker(args: tuple[dict, PreprocessSpec, Path]) -> str:
-    return cache_subject(*args)
+    """cache_subject, with any failure turned into an InputError naming the subject's T1, so a
+    process pool reports the cause instead of a traceback from inside the worker."""
+    try:
+        return cache_subject(*args)
+    except InputError:
+        raise
+    except Exception as exc:  # becomes the stage's one-line error
+        raise InputError(args[0]["t1"], f"preprocessing failed ({type(exc).__name__}: {exc})") from exc
 
 
 def build_cache(subjects_csv: Path, cfg: PreprocessConfig, out_dir: Path) -> None:
@@ -151,7 +159,11 @@ def build_cache(subjects_csv: Path, cfg: PreprocessConfig, out_dir: Path) -> Non
     rows = pd.read_csv(subjects_csv, keep_default_na=False).to_dict("records")
     spec = cfg.spec
     with atomic_dir(out_dir) as tmp:
-        parallel_map(_worker, [(row, spec, tmp) for row in rows], cfg.workers, "preprocess", chunksize=4)
+        try:
+            parallel_map(_worker, [(row, spec, tmp) for row in rows], cfg.workers, "preprocess", chunksize=4)
+        except BrokenProcessPool:  # a worker died without a Python error: killed, out of memory
+            raise InputError(subjects_csv, f"a preprocess worker process died (killed or out of memory?); "
+                                           f"try fewer than {resolve_workers(cfg.workers)} workers") from None
         write_json(spec.to_dict(), tmp / "spec.json")
     print(f"preprocess: {len(rows)} subjects cached at {spec.voxel_size} mm, grid {spec.shape}")
 

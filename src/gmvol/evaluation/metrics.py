@@ -12,14 +12,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from gmvol.regions import LOBE_OF, REGION_COLUMNS, hemisphere_and_name
+from gmvol.regions import HEMISPHERES, LOBE_OF, REGION_COLUMNS, hemisphere_and_name
 
 METRIC_COLUMNS: tuple[str, ...] = ("mse", "normalized_loss", "mae_mm3", "mae_pct", "r2", "pearson_r", "icc31")
 """Columns of `region_table` besides region/hemisphere/lobe, in order."""
 
 SUMMARY_KEYS: tuple[str, ...] = ("mse", "normalized_loss", "mae_mm3", "mae_pct", "r2_median", "r2_pooled",
-                                 "r2_min", "worst_region", "pearson_median", "icc_median")
-"""Keys of `summary`, fixed so metrics.json keeps one shape across commits."""
+                                 "r2_min", "worst_region", "pearson_median", "icc_median",
+                                 "hemisphere_error_median")
+"""Keys of `summary`, fixed so scores.json keeps one shape across commits."""
 
 
 def aligned_arrays(true: pd.DataFrame, pred: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -155,4 +156,18 @@ def summary(true: pd.DataFrame, pred: pd.DataFrame) -> dict[str, float | str | N
         "worst_region": str(r2.idxmin()) if len(r2) else None,
         "pearson_median": _median(table["pearson_r"]),
         "icc_median": _median(table["icc31"]),
+        "hemisphere_error_median": hemisphere_error_median(true, pred),
     }
+
+
+def hemisphere_error_median(true: pd.DataFrame, pred: pd.DataFrame) -> float | None:
+    """Median over subjects and both hemispheres of |predicted hemisphere total / true - 1|: how
+    far off a user's total cortical gray matter per hemisphere is, the first number they check."""
+    t, p = aligned_arrays(true, pred)
+    ratios = [p[:, idx].sum(axis=1) / t[:, idx].sum(axis=1) for idx in _hemisphere_columns()]
+    return _json_float(float(np.median(np.abs(np.concatenate(ratios) - 1.0))))
+
+
+def _hemisphere_columns() -> list[np.ndarray]:
+    """Column positions (REGION_COLUMNS order) of each hemisphere's 34 regions."""
+    return [np.array([i for i, c in enumerate(REGION_COLUMNS) if c.startswith(f"{h}_")]) for h in HEMISPHERES]

@@ -10,9 +10,15 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from gmvol.data.split import fit_subjects
+from gmvol.evaluation.baseline_scores import split_volumes
 from gmvol.evaluation.figures import plot_error_boxplot, plot_normalized_loss_bars, plot_scatter_grid
-from gmvol.evaluation.tables import long_region_table, plots_table, region_tables, report_metrics
+from gmvol.evaluation.tables import (
+    headline,
+    long_region_table,
+    plots_table,
+    region_tables,
+    report_metrics,
+)
 from gmvol.io import InputError, write_csv, write_json
 from gmvol.layout import EvalFiles
 from gmvol.predict import Predictor
@@ -33,9 +39,10 @@ class EvaluateConfig:
 
 def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Path,
                    cfg: EvaluateConfig) -> dict:
-    """Write the `EvalFiles` (predictions, region tables, metrics.json, the three figures) to
-    `out_dir`; return the metrics."""
-    train = pd.read_csv(train_csv)
+    """Write the `EvalFiles` to `out_dir`: predictions, region tables, scores.json (every block:
+    the model and both baselines), metrics.json (the model's headline), the three figures.
+    Returns the scores."""
+    fit, true = split_volumes(train_csv, test_csv)
     test = pd.read_csv(test_csv)
     predictor = Predictor(model_dir, device=cfg.device, batch_size=cfg.batch_size)
     bar = tqdm(total=len(test), desc=f"evaluate {Path(model_dir).name}", unit="scan")
@@ -47,11 +54,9 @@ def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Pa
     if predictor.failures:
         bad = predictor.failures[0]
         raise InputError(bad.path, f"could not be predicted ({bad.error.reason if bad.error else '?'})")
-    true = test.set_index("subject")[list(REGION_COLUMNS)]
     pred_values = pred.set_index("subject")[list(REGION_COLUMNS)].loc[true.index]
     timings = {"seconds_per_scan_forward": float(predictor.timings["forward_s"].mean()),
                "seconds_per_scan_end_to_end": wall / len(test)}
-    fit = fit_subjects(train)[list(REGION_COLUMNS)]
     metrics = report_metrics(fit, true, pred_values, timings)
     tables = region_tables(fit, true, pred_values)
 
@@ -60,7 +65,8 @@ def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Pa
     write_csv(tables["model"], files.regions)
     write_csv(long_region_table(tables), files.regions_all)
     write_csv(plots_table(tables), files.normalized_loss_table)
-    write_json(metrics, files.metrics)
+    write_json(metrics, files.scores)
+    write_json(headline(metrics["model"]), files.metrics)
     name = Path(model_dir).name
     plot_error_boxplot(true, pred_values, files.boxplot,
                        f"{name}: absolute error per region on {len(true)} test scans")
@@ -71,3 +77,4 @@ def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Pa
           f"(mean predictor {metrics['mean_predictor']['normalized_loss']:.4g}), "
           f"median R2 {m['r2_median']:.3f}, MAE {m['mae_pct']:.2f}%")
     return metrics
+

@@ -1,7 +1,8 @@
-"""Assemble metrics.json and the per-region tables for the model and both baselines.
+"""Assemble scores.json (the full record), the headline metrics.json, and the per-region tables
+for the model and both baselines.
 
 Computing the baselines here, from the same train/test tables as the model, keeps the three
-rows of metrics.json comparable by construction.
+blocks of scores.json comparable by construction.
 """
 
 from __future__ import annotations
@@ -29,9 +30,23 @@ def region_tables(train: pd.DataFrame, true: pd.DataFrame, pred: pd.DataFrame) -
     return {name: region_table(true, values) for name, values in predictions(train, true, pred).items()}
 
 
+HEADLINE: dict[str, str] = {
+    "nl": "normalized_loss", "r2": "r2_median", "icc": "icc_median", "mae_pct": "mae_pct",
+    "hemi_err": "hemisphere_error_median",
+}
+"""Headline key (a column of `dvc metrics show`) -> the summary key it shows, on the test split.
+Short keys keep one row per predictor within 120 characters; README.md has the legend."""
+
+
+def headline(block: dict[str, float | str | None]) -> dict[str, float | None]:
+    """The headline numbers of one predictor's summary, to 4 significant digits (a table, not a
+    record: scores.json keeps full precision)."""
+    return {key: None if block[name] is None else float(f"{block[name]:.4g}") for key, name in HEADLINE.items()}
+
+
 def report_metrics(train: pd.DataFrame, true: pd.DataFrame, pred: pd.DataFrame,
                    timings: dict[str, float]) -> dict[str, dict[str, float | str | None]]:
-    """The metrics.json object: {"model": summary + timings, "mean_predictor": ..., "total_scaling": ...}.
+    """The scores.json object: {"model": summary + timings, "mean_predictor": ..., "total_scaling": ...}.
 
     `timings` must hold exactly TIMING_KEYS (seconds per scan), so the file's shape never drifts.
     """

@@ -23,7 +23,7 @@ BASELINES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Column:
-    """One metric column: metrics.json key, header, tooltip, which direction is better, formatter."""
+    """One metric column: scores.json key, header, tooltip, which direction is better, formatter."""
 
     key: str
     label: str
@@ -81,7 +81,7 @@ def _times(model: float | None, baseline: float | None, name: str) -> str:
 
 
 def verdict(metrics: dict[str, dict[str, Any]]) -> str:
-    """One line: the model against both baselines of its own metrics.json, then its median R²."""
+    """One line: the model against both baselines of its own scores.json, then its median R²."""
     model_nl = as_float((metrics.get("model") or {}).get("normalized_loss"))
     parts = [_times(model_nl, as_float((metrics.get(key) or {}).get("normalized_loss")), label)
              for key, label in BASELINES.items()]
@@ -115,7 +115,7 @@ def headline_section(models: Sequence[ModelInputs], anchors: dict[str, str]) -> 
     source = models[0]
     for key, label in BASELINES.items():
         base = source.metrics.get(key) or {}
-        origin = f'<small title="{esc(source.metrics_path)}">baseline, from {esc(source.name)}</small>'
+        origin = f'<small title="{esc(source.scores_path)}">baseline, from {esc(source.name)}</small>'
         rows.append([Cell(f"{esc(label)}<br>{origin}")]
                     + [num_cell(c.fmt(base.get(c.key))) for c in COLUMNS])
     classes = ["model"] * len(models) + ["baseline first-baseline"] + ["baseline"] * (len(BASELINES) - 1)

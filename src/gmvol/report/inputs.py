@@ -2,7 +2,7 @@
 
 The report only shows what the pipeline wrote, so every loader here just parses a file; optional
 files that are absent come back as None and are listed in `Sources.missing`, for the page to say so
-instead of failing. Only metrics.json is required: a report without the headline numbers is wrong.
+instead of failing. Only scores.json is required: a report without the headline numbers is wrong.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ class Sources:
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """One model's files, parsed. `metrics` holds the three predictors of metrics.json."""
+    """One model's files, parsed. `metrics` holds the three predictors of scores.json."""
 
     name: str
-    metrics_path: Path
+    scores_path: Path
     metrics: dict[str, dict[str, Any]]
     regions: pd.DataFrame | None
     figures: dict[str, str | None]
@@ -52,7 +52,7 @@ class ModelInputs:
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The model's metrics, with focus medians from saliency/summary.json where metrics.json lacks them."""
+        """The model's metrics, with focus medians from saliency/summary.json where scores.json lacks them."""
         merged = dict(self.metrics.get("model") or {})
         for key in FOCUS_KEYS:
             if merged.get(key) is None and self.saliency:
@@ -98,12 +98,12 @@ def png_data_uri(path: Path, sources: Sources) -> str | None:
 def read_model_outputs(name: str, eval_dir: Path, saliency_dir: Path, sources: Sources) -> ModelInputs:
     """Parse everything the report shows for model `name`: its evaluate and saliency outputs."""
     ev, sal = EvalFiles(eval_dir / name), SaliencyFiles(saliency_dir / name)
-    metrics = read_json(ev.metrics, sources, required=True)
+    metrics = read_json(ev.scores, sources, required=True)
     if not isinstance(metrics.get("model"), dict):
-        raise InputError(ev.metrics, 'has no "model" object')
+        raise InputError(ev.scores, 'has no "model" object')
     return ModelInputs(
         name=name,
-        metrics_path=ev.metrics,
+        scores_path=ev.scores,
         metrics=metrics,
         regions=read_csv(ev.regions, sources),
         figures={f.file: png_data_uri(getattr(ev, f.file), sources) for f in EVAL_FIGURES},
