@@ -34,6 +34,15 @@ class DataSource:
     synth_voxel_size: float = 0.0
 
 
+def data_source(subjects_dir: str, synthetic_dir: str, synthesize: dict[str, Any]) -> DataSource:
+    """`synthetic` when ingest reads the synthesize stage's output directory (its seed, size and
+    voxel size from the `synthesize` params), else `real`."""
+    if Path(subjects_dir) != Path(synthetic_dir):
+        return DataSource("real", subjects_dir)
+    return DataSource("synthetic", subjects_dir, int(synthesize["seed"]), int(synthesize["n_subjects"]),
+                      float(synthesize["voxel_size"]))
+
+
 def card_document(name: str, source: DataSource, totals: list[float], n_fit: int, n_valid: int,
                   validation: dict[str, Any]) -> dict[str, Any]:
     """The card as JSON-ready data."""
