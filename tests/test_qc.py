@@ -98,7 +98,7 @@ def test_a_model_without_qc_reference_gets_fov_and_pass_only(trained: Path, tiny
         (old / name).write_bytes((trained / name).read_bytes())
     assert read_reference(old) is None and synthetic_notice(old) is None
     t1 = pd.read_csv(tiny_study / "split" / "test.csv")["t1"][0]
-    status, out, err = predict(capsys, old, t1)
+    status, out, _ = predict(capsys, old, t1)
     row = read_table(out).iloc[0]
     assert status == 0 and row["qc_fov"] == 1.0 and bool(row["qc_pass"])
     assert row[["qc_edge", "qc_hist", "qc_total", "qc_flip"]].isna().all()

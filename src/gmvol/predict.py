@@ -279,13 +279,13 @@ class Predictor:
             standardized = self.model(batch).float().cpu().numpy().astype(np.float64)
         return self.scaler.inverse(standardized)
 
-    def _forward_one(self, image: np.ndarray) -> np.ndarray:
+    def predict_array(self, image: np.ndarray) -> np.ndarray:
         """One preprocessed image -> (68,) volumes, alone in its batch (see the module docstring)."""
         return self._forward([image])[0]
 
     def predict_image(self, img: nib.spatialimages.SpatialImage) -> np.ndarray:
         """One loaded T1 (any orientation and grid) -> (68,) volumes in mm^3, REGION_COLUMNS order."""
-        return self._forward_one(preprocess_image(img, self.spec))
+        return self.predict_array(preprocess_image(img, self.spec))
 
     def predict_one(self, subject: str, path: Path) -> ScanResult:
         """One scan, read, preprocessed and predicted in this thread (a Dask task's work)."""
@@ -326,8 +326,8 @@ class Predictor:
                 yield result
                 continue
             start = time.perf_counter()
-            values = self._forward_one(image)
-            flipped = self._forward_one(mirrored(image, self.spec)) if self.qc_reference else None
+            values = self.predict_array(image)
+            flipped = self.predict_array(mirrored(image, self.spec)) if self.qc_reference else None
             forward_s = time.perf_counter() - start
             problem = implausible_prediction(values)
             scores = {**result.qc, **prediction_scores(values, flipped, self.qc_reference)}
