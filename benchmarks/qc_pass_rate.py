@@ -19,7 +19,7 @@ from gmvol.data.ingest import IngestConfig, ingest
 from gmvol.data.preprocess import PreprocessConfig, build_cache
 from gmvol.data.split import SplitConfig, write_split
 from gmvol.models.card import data_source
-from gmvol.qc import SCORES
+from gmvol.qc import SCORES, read_reference
 from gmvol.synth.cohort import SynthConfig, synthesize_cohort
 from gmvol.training.config import training_configs
 from gmvol.training.loop import train_model
@@ -51,9 +51,12 @@ def main(argv: list[str] | None = None) -> None:
         subjects = [str(Path(t1).parents[1]) for t1 in test["t1"]]
         gmvol(["predict", *subjects, "--model", str(root / "meshnet"), "--out", str(root / "v.csv")])
         table = pd.read_csv(root / "v.csv")
+        bounds = read_reference(root / "meshnet").bounds
     result = {"n_subjects": args.subjects, "epochs": args.epochs, "n_test": len(table),
               "pass_rate": float(table["qc_pass"].mean()),
-              "scores": {s: {"min": float(table[s].min()), "max": float(table[s].max())} for s in SCORES}}
+              "bounds": bounds,
+              "scores": {s: {"min": float(table[s].min()), "max": float(table[s].max())} for s in SCORES},
+              "failed": table.loc[~table["qc_pass"], ["subject", *SCORES]].to_dict("records")}
     write_result(args.out, result)
     print(f"qc_pass on {len(table)} default-study-like test scans: {result['pass_rate']:.1%}")
 

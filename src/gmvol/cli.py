@@ -302,7 +302,8 @@ def run_predict(args: argparse.Namespace) -> int:
     finally:
         if ledger is not None:
             ledger.close()
-    table = rows_table(rows[s] for s, _ in scans if s in rows).round(2)
+    table = rows_table(rows[s] for s, _ in scans if s in rows)
+    table = table.round({c: 4 if c.startswith("qc_") else 2 for c in table.columns if c != "subject"})
     failures = [r for r in results if not r.ok]
 
     if len(table):  # an all-failed run must not replace an earlier --out by an empty table

@@ -14,8 +14,8 @@ answer is unlike the training scans:
 - `qc_flip`: median relative disagreement, over the 68 regions, between the prediction and the
   prediction of the left-right mirrored scan with lh/rh swapped; bound from training scans.
 
-Training-derived bounds are `MARGIN` x the largest value on the reference training scans plus a
-floor, stored with the model in `qc.json`. A model without `qc.json` (trained before QC existed)
+Training-derived bounds are `MARGIN` x the largest value on the reference training scans (up to
+64 for the image scores, the first `FLIP_SCANS` of them for qc_flip) plus a floor, stored with the model in `qc.json`. A model without `qc.json` (trained before QC existed)
 gets empty `qc_edge`, `qc_hist`, `qc_total` and `qc_flip`, and `qc_pass` from `qc_fov` alone.
 """
 
@@ -44,8 +44,10 @@ FOREGROUND = 0.05
 HIST_BINS = 32
 FOV_MIN = 0.9
 TOTAL_RANGE = (-0.25, 1.25)
-MARGIN = 1.5
+MARGIN = 2.0
 FLOORS = {"qc_edge": 0.01, "qc_hist": 0.01, "qc_flip": 0.01}
+FLIP_SCANS = 16
+"""Reference scans that run forward twice (mirror pass) when training measures the qc_flip bound."""
 LATTICE = 24
 """Points per axis at which the grid's coverage by the field of view is sampled."""
 
@@ -166,7 +168,7 @@ def build_reference(images: Sequence[np.ndarray], totals: Sequence[float], spec:
     (a preprocessed image -> 68 volumes, the trained model). Rounded: the file must be
     byte-reproducible."""
     hist = np.mean([histogram(im) for im in images], axis=0)
-    flips = [flip_disagreement(predict(im), predict(mirrored(im, spec))) for im in images]
+    flips = [flip_disagreement(predict(im), predict(mirrored(im, spec))) for im in images[:FLIP_SCANS]]
     bounds = {"qc_edge": _bound([edge_share(im) for im in images], "qc_edge"),
               "qc_hist": _bound([hist_distance(im, hist) for im in images], "qc_hist"),
               "qc_flip": _bound(flips, "qc_flip")}

@@ -62,8 +62,8 @@ class SaveOutputsCallback(dl.Callback):
                    self.metrics_json)
 
 
-QC_REFERENCE_SCANS = 24
-"""Training-table scans the QC reference is measured on (two forward passes each)."""
+QC_REFERENCE_SCANS = 64
+"""Training-table scans the QC reference is measured on (`gmvol.qc.FLIP_SCANS` of them forward)."""
 
 
 def write_card_and_qc(out_dir: Path, source: DataSource, table: pd.DataFrame, cache_dir: Path,
