@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from gmvol.config import params_errors, read_params, section
+from gmvol.models.card import data_source
 from gmvol.training.config import training_configs
 from gmvol.training.loop import train_model
 
@@ -16,9 +17,14 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, required=True, help="model directory")
     parser.add_argument("--curves", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--synthetic-dir", default="data/synthetic",
+                        help="the synthesize stage's output: training on it makes a synthetic-only model card")
     args = parser.parse_args()
     with params_errors(args.params):
         params = read_params(args.params)
         model_cfg, cfg = training_configs(section(params, "train"), section(params, f"models.{args.model}"),
                                           args.model)
-    train_model(model_cfg, cfg, args.train, args.cache, args.out, args.curves, args.metrics)
+        synth = {"seed": section(params, "synthesize.seed"), "n_subjects": section(params, "synthesize.n_subjects"),
+                 "voxel_size": section(params, "synthesize.voxel_size")}
+        source = data_source(section(params, "ingest.subjects_dir"), args.synthetic_dir, synth)
+    train_model(model_cfg, cfg, args.train, args.cache, args.out, args.curves, args.metrics, source)

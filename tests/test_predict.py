@@ -21,14 +21,14 @@ from gmvol.data.dataset import TargetScaler
 from gmvol.data.preprocess import PreprocessSpec
 from gmvol.models import build_model, model_config_from_dict
 from gmvol.models.checkpoint import ModelFileError, save_model
-from gmvol.predict import Predictor, discover_inputs
+from gmvol.predict import TABLE_COLUMNS, Predictor, discover_inputs
 from gmvol.regions import N_REGIONS, REGION_COLUMNS
 
 SPEC = PreprocessSpec(voxel_size=8.0, shape=(16, 16, 16))
 MODEL_CFG = {"name": "meshnet", "meshnet": {"channels": 4, "dilations": [1, 2, 1]}}
 VOXEL_MM = 8.0
 HEAD_SHAPE = (22, 26, 22)
-COLUMNS = ["subject", *REGION_COLUMNS, "total"]
+COLUMNS = list(TABLE_COLUMNS)
 
 
 def head(seed: int) -> nib.Nifti1Image:

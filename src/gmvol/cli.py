@@ -3,7 +3,8 @@
 Exit status: 0 all scans predicted, 1 some scan failed (the others are still written) or the
 output could not be written, 2 a usage problem that stops the run before any scan (bad model,
 missing input, bad flag, an --out that would overwrite an input), 3 an internal error (a bug:
---debug shows its traceback), 130/143 stopped by SIGINT/SIGTERM (nothing left half-written).
+--debug shows its traceback), 130/143 stopped by SIGINT/SIGTERM (nothing left half-written; the
+scans already done are kept in the ledger beside --out, and the same command resumes).
 """
 
 from __future__ import annotations
@@ -22,10 +23,22 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from gmvol.distributed import parse_address
 from gmvol.interrupts import Interrupted, signals_raise
 from gmvol.io import InputError, write_json, write_text
+from gmvol.ledger import Ledger, file_identity, fingerprint, ledger_path
+from gmvol.models.card import synthetic_notice
 from gmvol.precision import PRECISIONS
-from gmvol.predict import Predictor, ScanResult, discover_inputs, input_kind
+from gmvol.predict import (
+    Predictor,
+    PredictorSettings,
+    ScanResult,
+    discover_inputs,
+    input_kind,
+    rows_table,
+    scan_row,
+    timings_table,
+)
 
 
 def _version() -> str:
@@ -74,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="MeshNet runs only on the bounding box of input voxels above T (normalised "
                               "intensity); 0 skips only exactly empty voxels and changes nothing "
                               "(default: %(default)s); a negative value turns cropping off")
+    predict.add_argument("--dask", metavar="ADDRESS",
+                         help="spread the scans over a Dask cluster: tcp://HOST:PORT (a running scheduler, "
+                              "e.g. dask-jobqueue's SLURMCluster) or local:N (N local worker processes)")
     predict.add_argument("--verbose", action="store_true", help="per-scan timing on stderr")
     predict.add_argument("--debug", action="store_true", help="show tracebacks with errors")
     predict.add_argument("--bids-derivatives", action="store_true",
@@ -176,32 +192,119 @@ def _report_failures(failures: list[ScanResult], n_scans: int, args: argparse.Na
               + (f" ({kept[0]} is left as it was)" if kept else ""), file=sys.stderr)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    """Set up (usage errors exit 2), predict every scan (a bad scan is reported, not fatal), write."""
-    try:
-        scans = discover_inputs(args.inputs)
-        bids_root = _bids_root(args)
-        fmt = output_format(args.out, args.format)
-        if args.out:
-            check_out_target(args.out, [p for _, p in scans], args.model)
-        predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size,
-                              precision=args.precision,
-                              crop_threshold=None if args.crop_threshold < 0 else args.crop_threshold)
-    except ValueError as exc:  # InputError and ModelFileError included
-        _error(f"error: {exc}", exc, args.debug)
-        return EXIT_USAGE
+def _settings(args: argparse.Namespace) -> PredictorSettings:
+    return PredictorSettings(str(args.model), device=args.device, batch_size=args.batch_size,
+                             precision=args.precision,
+                             crop_threshold=None if args.crop_threshold < 0 else args.crop_threshold)
 
-    started = time.perf_counter()
-    with tqdm(total=len(scans), desc="predict", unit="scan", file=sys.stderr) as bar:
-        def report(result: ScanResult) -> None:
+
+def _open_ledger(args: argparse.Namespace, settings: PredictorSettings) -> Ledger | None:
+    """The ledger beside --out (none without --out: nothing to resume into)."""
+    if not args.out:
+        return None
+    numbers = {"precision": settings.precision, "crop_threshold": settings.crop_threshold,
+               "device": settings.device}
+    ledger = Ledger.open(ledger_path(args.out), fingerprint(args.model, numbers))
+    return ledger
+
+
+def _identity(path: Path) -> dict:
+    try:
+        return file_identity(path)
+    except OSError:  # vanished since discovery: it will fail to load, with its reason
+        return {"path": str(path)}
+
+
+def _predict_all(args: argparse.Namespace, scans: list[tuple[str, Path]], settings: PredictorSettings,
+                 predictor: Predictor, ledger: Ledger | None) -> tuple[dict[str, dict], list[ScanResult]]:
+    """Rows of every scan (from the ledger, or computed now, each committed as it finishes) and
+    the results computed now."""
+    identities = {subject: _identity(path) for subject, path in scans}
+    rows = {s: row for s in identities if ledger and (row := ledger.completed_row(s, identities[s]))}
+    todo = [(s, p) for s, p in scans if s not in rows]
+    if rows:
+        print(f"gmvol predict: {len(rows)} of {len(scans)} scan(s) already done in {ledger.path}; "
+              f"predicting the other {len(todo)}", file=sys.stderr)
+    reference = predictor.qc_reference
+    if args.dask:
+        from gmvol.dask_predict import iter_dask_results
+
+        stream = iter_dask_results(todo, settings, args.dask)
+    else:
+        stream = predictor.iter_files([p for _, p in todo], [s for s, _ in todo])
+    results = []
+    with tqdm(total=len(todo), desc="predict", unit="scan", file=sys.stderr) as bar:
+        for result in stream:
+            results.append(result)
+            row = scan_row(result, reference) if result.ok else None
+            if ledger is not None:
+                ledger.record(result.subject, identities[result.subject], row,
+                              None if result.ok else str(result.error))
+            if row is not None:
+                rows[result.subject] = row
             bar.update()
             if not result.ok:
                 _error(f"error: {result.error}", result.error, args.debug)
             elif args.verbose:
                 bar.write(_timing_line(result), file=sys.stderr)
+    return rows, results
 
-        table = predictor.predict_files([p for _, p in scans], [s for s, _ in scans], on_result=report)
-    table = table.round(2)
+
+def _client_predictor(settings: PredictorSettings) -> Predictor:
+    """The model loaded here, on CPU, to check it before any work (the workers load their own)."""
+    return Predictor(settings.model_dir, device="cpu", batch_size=settings.batch_size)
+
+
+def _check(args: argparse.Namespace, scans: list[tuple[str, Path]], settings: PredictorSettings) -> Predictor:
+    """Every usage problem, before any work (bad flags, --out, the model directory); the
+    predictor that runs the scans here (or, with --dask, checked the model here)."""
+    if args.out:
+        check_out_target(args.out, [p for _, p in scans], args.model)
+    if args.dask:
+        parse_address(args.dask)
+        return _client_predictor(settings)
+    return settings.build()
+
+
+def _report_qc(table: pd.DataFrame) -> None:
+    failed = table.loc[~table["qc_pass"], "subject"].tolist()
+    if failed:
+        shown = ", ".join(failed[:5]) + (", ..." if len(failed) > 5 else "")
+        print(f"gmvol predict: {len(failed)} of {len(table)} predicted scan(s) failed QC (qc_pass false: "
+              f"{shown}); see the qc_* columns", file=sys.stderr)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Set up (usage errors exit 2), predict every scan (a bad scan is reported, not fatal),
+    committing each to the ledger, then write the table in input order."""
+    try:
+        scans = discover_inputs(args.inputs)
+        bids_root = _bids_root(args)
+        fmt = output_format(args.out, args.format)
+        settings = _settings(args)
+        predictor = _check(args, scans, settings)
+    except ValueError as exc:  # InputError and ModelFileError included
+        _error(f"error: {exc}", exc, args.debug)
+        return EXIT_USAGE
+    notice = synthetic_notice(args.model)
+    if notice:
+        print(f"gmvol predict: {notice}", file=sys.stderr)
+
+    started = time.perf_counter()
+    ledger = _open_ledger(args, settings)
+    try:
+        rows, results = _predict_all(args, scans, settings, predictor, ledger)
+    except Interrupted:
+        if ledger is not None:
+            print(f"gmvol predict: {len(ledger.done)} finished scan(s) are kept in {ledger.path}; "
+                  "run the same command again to resume", file=sys.stderr)
+        raise
+    finally:
+        if ledger is not None:
+            ledger.close()
+    table = rows_table(rows[s] for s, _ in scans if s in rows)
+    table = table.round({c: 4 if c.startswith("qc_") else 2 for c in table.columns if c != "subject"})
+    failures = [r for r in results if not r.ok]
 
     if len(table):  # an all-failed run must not replace an earlier --out by an empty table
         try:
@@ -210,15 +313,17 @@ def run_predict(args: argparse.Namespace) -> int:
             _error(f"error: cannot write the results ({exc.strerror or exc}: {exc.filename or ''})", exc,
                    args.debug)
             return EXIT_SCAN_FAILED
+        _report_qc(table)
 
     if args.verbose:
-        means = predictor.timings[predictor.timings["error"] == ""].mean(numeric_only=True)
-        print(f"gmvol predict: {len(scans)} scan(s) in {time.perf_counter() - started:.2f} s on "
-              f"{predictor.device}; mean per scan: load {means.get('load_s', 0):.3f} s, preprocess "
-              f"{means.get('preprocess_s', 0):.3f} s, forward {means.get('forward_s', 0):.3f} s",
+        timings = timings_table(results)
+        means = timings[timings["error"] == ""].mean(numeric_only=True)
+        print(f"gmvol predict: {len(results)} scan(s) in {time.perf_counter() - started:.2f} s "
+              f"({args.dask or predictor.device}); mean per scan: load {means.get('load_s', 0):.3f} s, "
+              f"preprocess {means.get('preprocess_s', 0):.3f} s, forward {means.get('forward_s', 0):.3f} s",
               file=sys.stderr)
-    if predictor.failures:
-        _report_failures(predictor.failures, len(scans), args)
+    if failures:
+        _report_failures(failures, len(scans), args)
         return EXIT_SCAN_FAILED
     return EXIT_OK
 

@@ -2,7 +2,10 @@
 
 Kept free of CLI concerns so that the evaluation stage runs exactly the code `gmvol predict` runs.
 Reading and preprocessing (I/O, gzip and scipy, which mostly release the GIL) run in a small
-thread pool a few scans ahead of the forward pass, so neither waits for the other.
+thread pool a few scans ahead of the forward pass, so neither waits for the other. Each scan
+runs forward on its own (a batch of one): a scan's row must not depend on which scans share its
+batch (float32 kernels round differently per batch), so local, Dask and resumed runs agree bit
+for bit. Every row carries the QC scores of `gmvol.qc`.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -29,6 +33,15 @@ from gmvol.models.checkpoint import CONFIG_FILE, ModelFileError, load_model
 from gmvol.models.config import model_config_from_dict
 from gmvol.models.inference import inference_model
 from gmvol.precision import autocast, check_precision
+from gmvol.qc import (
+    QC_COLUMNS,
+    QCReference,
+    image_scores,
+    mirrored,
+    prediction_scores,
+    qc_columns,
+    read_reference,
+)
 from gmvol.regions import REGION_COLUMNS
 
 T1_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mgz", ".mgh")
@@ -151,14 +164,17 @@ class ScanResult:
     load_s: float = 0.0
     preprocess_s: float = 0.0
     forward_s: float = 0.0
+    qc: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def _prepare(subject: str, path: Path, spec: PreprocessSpec) -> tuple[ScanResult, np.ndarray | None]:
-    """Load and preprocess one scan (runs in a worker thread); a bad scan becomes a failed result."""
+def _prepare(subject: str, path: Path, spec: PreprocessSpec,
+             ref: QCReference | None) -> tuple[ScanResult, np.ndarray | None]:
+    """Load and preprocess one scan and score its input for QC (runs in a worker thread); a bad
+    scan becomes a failed result."""
     start = time.perf_counter()
     try:
         img = load_t1(path)
@@ -167,11 +183,12 @@ def _prepare(subject: str, path: Path, spec: PreprocessSpec) -> tuple[ScanResult
     loaded = time.perf_counter()
     try:
         image = preprocess_image(img, spec)
+        scores = image_scores(img, image, spec, ref)
     except Exception as exc:  # noqa: BLE001 - whatever breaks here is this scan's problem, not the run's
         error = InputError(path, f"preprocessing failed ({type(exc).__name__}: {exc})")
         error.__cause__ = exc  # keeps the original traceback for --debug
         return ScanResult(subject, path, None, error, loaded - start, time.perf_counter() - loaded), None
-    return ScanResult(subject, path, None, None, loaded - start, time.perf_counter() - loaded), image
+    return ScanResult(subject, path, None, None, loaded - start, time.perf_counter() - loaded, qc=scores), image
 
 
 def _read_metadata(metadata: dict, path: Path) -> tuple[PreprocessSpec, TargetScaler]:
@@ -206,6 +223,20 @@ def implausible_prediction(volumes: np.ndarray) -> str | None:
             "training scans or the model is broken")
 
 
+@dataclass(frozen=True)
+class PredictorSettings:
+    """What builds a `Predictor`, as a picklable value (a Dask worker builds its own from it)."""
+
+    model_dir: str
+    device: str = "auto"
+    batch_size: int = 4
+    crop_threshold: float | None = 0.0
+    precision: str = "fp32"
+
+    def build(self) -> Predictor:
+        return Predictor(**asdict(self))
+
+
 class Predictor:
     """A loaded model with its preprocessing spec and target scaling, ready for new scans."""
 
@@ -232,6 +263,7 @@ class Predictor:
         self.workers = workers
         model, self.metadata = load_model(self.model_dir, map_location="cpu")
         self.spec, self.scaler = _read_metadata(self.metadata, self.model_dir / CONFIG_FILE)
+        self.qc_reference = read_reference(self.model_dir)
         self.model = inference_model(model, crop_threshold).to(self.device).eval()
         if self.device.type == "cuda":  # cuDNN's fast 3D kernels (tensor cores) want channels_last
             self.model = self.model.to(memory_format=torch.channels_last_3d)
@@ -247,9 +279,17 @@ class Predictor:
             standardized = self.model(batch).float().cpu().numpy().astype(np.float64)
         return self.scaler.inverse(standardized)
 
+    def predict_array(self, image: np.ndarray) -> np.ndarray:
+        """One preprocessed image -> (68,) volumes, alone in its batch (see the module docstring)."""
+        return self._forward([image])[0]
+
     def predict_image(self, img: nib.spatialimages.SpatialImage) -> np.ndarray:
         """One loaded T1 (any orientation and grid) -> (68,) volumes in mm^3, REGION_COLUMNS order."""
-        return self._forward([preprocess_image(img, self.spec)])[0]
+        return self.predict_array(preprocess_image(img, self.spec))
+
+    def predict_one(self, subject: str, path: Path) -> ScanResult:
+        """One scan, read, preprocessed and predicted in this thread (a Dask task's work)."""
+        return next(self._run_batch([_prepare(subject, Path(path), self.spec, self.qc_reference)]))
 
     def iter_files(self, paths: list[Path], subjects: list[str]) -> Iterator[ScanResult]:
         """Predict scans in batches, yielding one `ScanResult` per scan in input order; while a
@@ -263,7 +303,7 @@ class Predictor:
         def submit_next() -> None:
             job = next(jobs, None)
             if job is not None:
-                pending.append(pool.submit(_prepare, job[0], Path(job[1]), self.spec))
+                pending.append(pool.submit(_prepare, job[0], Path(job[1]), self.spec, self.qc_reference))
 
         try:
             for _ in range(2 * self.batch_size):
@@ -279,23 +319,21 @@ class Predictor:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _run_batch(self, batch: list[tuple[ScanResult, np.ndarray | None]]) -> Iterator[ScanResult]:
-        """Forward the good scans of a batch together; failed ones pass through in place."""
-        images = [image for _, image in batch if image is not None]
-        volumes: Iterator[np.ndarray] = iter(())
-        forward_s = 0.0
-        if images:
-            start = time.perf_counter()
-            volumes = iter(self._forward(images))
-            forward_s = (time.perf_counter() - start) / len(images)
+        """Forward the good scans of a batch (and, for QC, their mirror images); failed ones pass
+        through in place."""
         for result, image in batch:
             if image is None:
                 yield result
                 continue
-            values = next(volumes)
+            start = time.perf_counter()
+            values = self.predict_array(image)
+            flipped = self.predict_array(mirrored(image, self.spec)) if self.qc_reference else None
+            forward_s = time.perf_counter() - start
             problem = implausible_prediction(values)
+            scores = {**result.qc, **prediction_scores(values, flipped, self.qc_reference)}
             yield ScanResult(result.subject, result.path, None if problem else values,
                              InputError(result.path, problem) if problem else None,
-                             result.load_s, result.preprocess_s, forward_s)
+                             result.load_s, result.preprocess_s, forward_s, scores)
 
     def predict_files(self, paths: list[Path], subjects: list[str],
                       on_result: Callable[[ScanResult], None] | None = None) -> pd.DataFrame:
@@ -312,17 +350,33 @@ class Predictor:
                 on_result(result)
         self.timings = timings_table(results)
         self.failures = [r for r in results if not r.ok]
-        return volumes_table(results)
+        return volumes_table(results, self.qc_reference)
 
 
-def volumes_table(results: Iterable[ScanResult]) -> pd.DataFrame:
-    """subject, the 68 REGION_COLUMNS (mm^3) and their total, one row per successful scan."""
-    good = [r for r in results if r.ok]
-    values = np.stack([r.volumes for r in good]) if good else np.zeros((0, len(REGION_COLUMNS)))
-    table = pd.DataFrame(values, columns=list(REGION_COLUMNS))
-    table.insert(0, "subject", [r.subject for r in good])
-    table["total"] = values.sum(axis=1)
-    return table
+TABLE_COLUMNS: tuple[str, ...] = ("subject", *REGION_COLUMNS, "total", *QC_COLUMNS)
+
+
+def scan_row(result: ScanResult, reference: QCReference | None) -> dict[str, Any]:
+    """A successful scan's row: subject, the 68 volumes (mm^3), total, qc_* scores and qc_pass,
+    as plain Python values (what the ledger stores, so a resumed run writes the same table)."""
+    assert result.volumes is not None
+    volumes = [float(v) for v in result.volumes]
+    return {"subject": result.subject, **dict(zip(REGION_COLUMNS, volumes)),
+            "total": float(np.sum(result.volumes)), **qc_columns(result.qc, reference)}
+
+
+def rows_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The volumes table from rows, columns in TABLE_COLUMNS order (empty QC cells stay NaN)."""
+    table = pd.DataFrame(list(rows), columns=list(TABLE_COLUMNS))
+    numeric = [c for c in TABLE_COLUMNS if c not in ("subject", "qc_pass")]
+    table[numeric] = table[numeric].astype(float)
+    return table.astype({"qc_pass": bool})
+
+
+def volumes_table(results: Iterable[ScanResult], reference: QCReference | None = None) -> pd.DataFrame:
+    """subject, the 68 REGION_COLUMNS (mm^3), their total and the QC columns, one row per
+    successful scan."""
+    return rows_table(scan_row(r, reference) for r in results if r.ok)
 
 
 def timings_table(results: Iterable[ScanResult]) -> pd.DataFrame:

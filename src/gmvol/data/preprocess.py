@@ -22,7 +22,7 @@ from nibabel.processing import conform, smooth_image
 
 from gmvol.config import jsonable, parse
 from gmvol.io import InputError, atomic_dir, load_volume, write_json
-from gmvol.parallel import parallel_map, resolve_workers
+from gmvol.parallel import Executor, check_executor, parallel_map, resolve_workers
 
 Normalization = Literal["minmax", "percentile"]
 NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
@@ -66,9 +66,16 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class PreprocessConfig(PreprocessSpec):
-    """The `preprocess` params section: the spec, and how many processes build the cache."""
+    """The `preprocess` params section: the spec, and how many processes (or which Dask
+    cluster) build the cache."""
 
     workers: int = 0              # 0: one per CPU core
+    executor: Executor = "local"  # or dask: the subjects run on the cluster at dask_address
+    dask_address: str = ""        # tcp://HOST:PORT or local:N (gmvol.distributed)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_executor(self.executor, self.dask_address)
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -160,10 +167,12 @@ def build_cache(subjects_csv: Path, cfg: PreprocessConfig, out_dir: Path) -> Non
     spec = cfg.spec
     with atomic_dir(out_dir) as tmp:
         try:
-            parallel_map(_worker, [(row, spec, tmp) for row in rows], cfg.workers, "preprocess", chunksize=4)
+            parallel_map(_worker, [(row, spec, tmp) for row in rows], cfg.workers, "preprocess", chunksize=4,
+                         executor=cfg.executor, dask_address=cfg.dask_address)
         except BrokenProcessPool:  # a worker died without a Python error: killed, out of memory
             raise InputError(subjects_csv, f"a preprocess worker process died (killed or out of memory?); "
-                                           f"try fewer than {resolve_workers(cfg.workers)} workers") from None
+                                           f"try fewer than {resolve_workers(cfg.workers)} workers"
+                                           " or larger Dask workers") from None
         write_json(spec.to_dict(), tmp / "spec.json")
     print(f"preprocess: {len(rows)} subjects cached at {spec.voxel_size} mm, grid {spec.shape}")
 

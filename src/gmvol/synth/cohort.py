@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from gmvol.config import jsonable
 from gmvol.io import atomic_dir, write_csv, write_json
-from gmvol.parallel import parallel_map
+from gmvol.parallel import RUN_ONLY_KEYS, Executor, check_executor, parallel_map
 from gmvol.regions import DK_NAMES, HEMISPHERES, LOBE_OF, LOBES, REGION_COLUMNS, REGION_IDS
 from gmvol.synth.anatomy import load_template, region_territories
 from gmvol.synth.deform import (
@@ -50,6 +50,11 @@ class SynthConfig:
     bias_sd: float = 0.10
     noise_sd: float = 0.02
     workers: int = 0              # 0: one per CPU core
+    executor: Executor = "local"  # or dask: the subjects run on the cluster at dask_address
+    dask_address: str = ""        # tcp://HOST:PORT or local:N (gmvol.distributed)
+
+    def __post_init__(self) -> None:
+        check_executor(self.executor, self.dask_address)
 
 
 def subject_name(index: int) -> str:
@@ -116,11 +121,11 @@ def synthesize_cohort(cfg: SynthConfig, out_dir: Path) -> pd.DataFrame:
     draw and true volumes), in parallel with a progress bar; returns that table."""
     with atomic_dir(out_dir) as tmp:
         rows = parallel_map(_worker, [(i, cfg, tmp) for i in range(cfg.n_subjects)], cfg.workers,
-                            "synthesize")
+                            "synthesize", executor=cfg.executor, dask_address=cfg.dask_address)
         table = pd.DataFrame(rows)
         write_csv(table, tmp / "cohort.csv")
-        # what made the cohort, less how many processes made it (which changes nothing in it)
-        write_json({k: v for k, v in jsonable(cfg).items() if k != "workers"}, tmp / "synth_config.json")
+        # what made the cohort, less where and in how many processes (which changes nothing in it)
+        write_json({k: v for k, v in jsonable(cfg).items() if k not in RUN_ONLY_KEYS}, tmp / "synth_config.json")
     return table
 
 

@@ -25,12 +25,13 @@ from gmvol.data.preprocess import PreprocessSpec, read_spec
 from gmvol.data.split import fit_subjects, fold_rows
 from gmvol.heap import retain_freed_memory
 from gmvol.models import build_model
+from gmvol.models.card import DataSource
 from gmvol.regions import REGION_COLUMNS
 from gmvol.training.config import TrainConfig
 from gmvol.training.curves import BestWeightsCallback, CurvesLogger
 from gmvol.training.ddp import DDPEngine, SeededShuffle, per_process_batch, resolve_layout
 from gmvol.training.engine import build_engine, resolve_engine_name
-from gmvol.training.outputs import SaveOutputsCallback
+from gmvol.training.outputs import SaveOutputsCallback, write_card_and_qc
 
 
 def _images(cache_dir: Path, subjects: list[str], spec: PreprocessSpec,
@@ -68,9 +69,11 @@ def _engine(cfg: TrainConfig) -> dl.Engine:
 
 
 def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Path, out_dir: Path,
-                curves_csv: Path, metrics_json: Path) -> dict[str, Any]:
-    """Fit, then write `out_dir/model.pt` (best weights), `last.pt`, `model.json`, the curves
-    and a small metrics file with the validation loss next to the mean predictor's.
+                curves_csv: Path, metrics_json: Path, source: DataSource | None = None) -> dict[str, Any]:
+    """Fit, then write `out_dir/model.pt` (best weights), `last.pt`, `model.json`, the model
+    card and QC reference (`card.json`, `qc.json`; `source` says where the training subjects
+    came from), the curves and a small metrics file with the validation loss next to the mean
+    predictor's.
 
     With engine ddp the fit runs in spawned processes and rank 0 writes these files (see
     `SaveOutputsCallback`); the metrics returned here are read back from `metrics_json`, and are
@@ -120,6 +123,7 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     if isinstance(engine, DDPEngine) and engine.layout.node_rank != 0:
         return {}
     metrics = json.loads(Path(metrics_json).read_text())
+    write_card_and_qc(out_dir, source or DataSource(), table, cache_dir, scaler, metrics)
     print(f"train {Path(out_dir).name}: valid loss {metrics['valid_loss']:.4f} (mean predictor "
           f"{metrics['valid_loss_mean_predictor']:.4f}), best epoch {metrics['best_epoch']}")
     return metrics

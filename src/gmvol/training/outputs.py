@@ -10,11 +10,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import torch
 from catalyst import dl
 
+from gmvol.data.dataset import TargetScaler, load_images, volumes_of
+from gmvol.data.preprocess import read_spec
+from gmvol.data.split import fit_subjects, fold_rows
 from gmvol.io import write_json
 from gmvol.models import count_parameters
-from gmvol.models.checkpoint import save_model, save_state_dict
+from gmvol.models.card import DataSource, card_document, write_card
+from gmvol.models.checkpoint import load_model, save_model, save_state_dict
+from gmvol.qc import QC_FILE, build_reference
 from gmvol.training.curves import BestWeightsCallback, CurvesLogger
 
 
@@ -52,3 +60,29 @@ class SaveOutputsCallback(dl.Callback):
                     "seconds_per_sample": seconds / max(1, epochs) / n_train,
                     "n_parameters": n_parameters, "world_size": runner.engine.num_processes},
                    self.metrics_json)
+
+
+QC_REFERENCE_SCANS = 64
+"""Training-table scans the QC reference is measured on (`gmvol.qc.FLIP_SCANS` of them forward)."""
+
+
+def write_card_and_qc(out_dir: Path, source: DataSource, table: pd.DataFrame, cache_dir: Path,
+                      scaler: TargetScaler, metrics: dict[str, Any]) -> None:
+    """After the fit, on the node that saved the model: `card.json` (data source, training
+    totals, validation metrics) and `qc.json` (the QC reference of `gmvol.qc`), both without
+    clock values so the model directory stays byte-reproducible."""
+    fit = fit_subjects(table)
+    totals = volumes_of(fit).sum(axis=1).tolist()
+    validation = {k: metrics[k] for k in ("valid_loss", "valid_loss_mean_predictor", "best_epoch", "epochs_run")}
+    write_card(out_dir, card_document(Path(out_dir).name, source, totals, len(fit),
+                                      len(fold_rows(table, "valid")), validation))
+    model, _ = load_model(out_dir, map_location="cpu")
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = model(torch.from_numpy(np.ascontiguousarray(image)[None, None])).float().numpy()
+        return scaler.inverse(out.astype(np.float64))[0]
+
+    images = load_images(cache_dir, table["subject"].tolist()[:QC_REFERENCE_SCANS])
+    reference = build_reference(list(images), totals, read_spec(Path(cache_dir) / "spec.json"), predict)
+    write_json(reference.to_dict(), Path(out_dir) / QC_FILE)
