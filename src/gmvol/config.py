@@ -5,7 +5,7 @@ opens the params file itself, so every function is testable with a literal confi
 strict because a typo must fail the stage, not silently train the default: an unknown key, a
 missing key, a wrong type, or a value outside a ``Literal[...]`` set raises :class:`ConfigError`
 naming the section and key (``train.scheduler: must be one of ['onecycle', 'constant'], got
-'onecylce'``). Dataclass defaults equal the values in params.yaml (``tests/test_config.py``
+'onecylce'``). Dataclass defaults equal the values in the params file (``tests/test_config.py``
 checks), so there is one set of defaults.
 """
 

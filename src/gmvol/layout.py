@@ -15,21 +15,26 @@ PANEL_ROLES: tuple[str, ...] = ("best", "median", "worst")
 """The saliency panels: the regions with the lowest, median and highest normalized loss."""
 
 
+def _file(name: str) -> property:
+    """A layout attribute: the file `name` inside the layout's folder."""
+    return property(lambda self: self.folder / name)
+
+
 @dataclass(frozen=True)
 class EvalFiles:
     """What evaluate writes for one model."""
 
     folder: Path
 
-    metrics = property(lambda self: self.folder / "metrics.json")
-    scores = property(lambda self: self.folder / "scores.json")
-    predictions = property(lambda self: self.folder / "predictions.csv")
-    regions = property(lambda self: self.folder / "regions.csv")
-    regions_all = property(lambda self: self.folder / "regions_all.csv")
-    normalized_loss_table = property(lambda self: self.folder / "normalized_loss.csv")
-    boxplot = property(lambda self: self.folder / "boxplot.png")
-    scatter = property(lambda self: self.folder / "scatter.png")
-    normalized_loss_plot = property(lambda self: self.folder / "normalized_loss.png")
+    metrics = _file("metrics.json")
+    scores = _file("scores.json")
+    predictions = _file("predictions.csv")
+    regions = _file("regions.csv")
+    regions_all = _file("regions_all.csv")
+    normalized_loss_table = _file("normalized_loss.csv")
+    boxplot = _file("boxplot.png")
+    scatter = _file("scatter.png")
+    normalized_loss_plot = _file("normalized_loss.png")
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,9 @@ class SaliencyFiles:
 
     folder: Path
 
-    summary = property(lambda self: self.folder / "summary.json")
-    focus = property(lambda self: self.folder / "focus.csv")
-    focus_all = property(lambda self: self.folder / "focus_all.csv")
+    summary = _file("summary.json")
+    focus = _file("focus.csv")
+    focus_all = _file("focus_all.csv")
 
     def panel(self, role: str) -> Path:
         """The PNG of one of PANEL_ROLES."""

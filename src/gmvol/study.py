@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Defaults equal params.yaml."""
+    """Defaults equal the params file's `study` section."""
 
     models: tuple[str, ...] = ("meshnet", "baseline")
 

@@ -31,7 +31,7 @@ NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
 @dataclass(frozen=True)
 class PreprocessSpec:
     """Grid and intensity recipe. `shape` x `voxel_size` is the field of view in mm (RAS).
-    Defaults equal params.yaml's `preprocess` section."""
+    Defaults equal the params file's `preprocess` section."""
 
     voxel_size: float = 5.0
     shape: tuple[int, int, int] = (36, 44, 38)

@@ -1,6 +1,6 @@
 """How to train (the `train` params section) and how a model's own `train` overrides apply.
 
-The defaults equal params.yaml's `train` section; `training_configs` is the one place where a
+The defaults equal the params file's `train` section; `training_configs` is the one place where a
 model entry of the `models` section (its architecture plus optional `train` overrides) meets the
 shared `train` section, so the stage and the tests build exactly the same configs.
 """
