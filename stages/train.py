@@ -17,7 +17,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, required=True, help="model directory")
     parser.add_argument("--curves", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--synthetic-dir", default="data/synthetic",
+    parser.add_argument("--synthetic-dir", required=True,
                         help="the synthesize stage's output: training on it makes a synthetic-only model card")
     args = parser.parse_args()
     with params_errors(args.params):

@@ -118,7 +118,8 @@ def test_the_train_stage_fails_on_a_typo_before_any_work(tmp_path: Path) -> None
     proc = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "train.py"), "--params", str(tmp_path / "params.yaml"),
          "--model", "meshnet", "--train", "missing.csv", "--cache", "missing", "--out", str(tmp_path / "m"),
-         "--curves", str(tmp_path / "c.csv"), "--metrics", str(tmp_path / "m.json")],
+         "--curves", str(tmp_path / "c.csv"), "--metrics", str(tmp_path / "m.json"),
+         "--synthetic-dir", "data/synthetic"],
         capture_output=True, text=True, check=False)
     assert proc.returncode != 0
     assert proc.stderr.strip().endswith("train.scheduler: must be one of ['onecycle', 'constant'], got 'onecylce'")
