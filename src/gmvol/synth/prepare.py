@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from scipy import ndimage, special
 
 from gmvol.regions import N_REGIONS
-from gmvol.synth.anatomy import Seed, load_seed
+from gmvol.synth.anatomy import DONORS, Seed, donor_parcellation, load_seed
 from gmvol.synth.thickness import BoundaryMaps, boundary_maps, change_gray_matter, region_index
 
 COARSE_SPACING_MM = 4
@@ -90,13 +90,31 @@ def prepare(seed: Seed, calibration: np.ndarray | None) -> PreparedSeed:
                         maps=boundary_maps(labels), territory=territory, coarse_affine=coarse_affine)
 
 
-@functools.lru_cache(maxsize=2)
-def prepare_seeds(names: tuple[str, ...], held_out: tuple[str, ...], sd_max: float) -> list[PreparedSeed]:
-    """The training seeds, calibrated together, and the held-out ones as they are (kept for the
-    process: a minute of distance transforms that every cohort of these seeds shares)."""
-    seeds = [load_seed(n) for n in names]
-    changes = calibration_voxels(np.stack([regional_volumes(s.labels) for s in seeds]), sd_max)
-    return [prepare(s, c) for s, c in zip(seeds, changes)] + [prepare(load_seed(n), None) for n in held_out]
+def seed_volumes(name: str) -> np.ndarray:
+    """(68,) regional voxel counts of a seed as it ships (what calibration pulls together); a
+    donor's cortex is the same before its white matter and hindbrain are derived, so its bare
+    parcellation is counted."""
+    return regional_volumes(donor_parcellation(name)[0] if name in DONORS else load_seed(name).labels)
+
+
+@functools.lru_cache(maxsize=16)
+def _prepared(name: str, calibration: tuple[float, ...] | None) -> PreparedSeed:
+    return prepare(load_seed(name), None if calibration is None else np.asarray(calibration))
+
+
+def prepare_named(args: tuple[str, tuple[float, ...] | None, Path]) -> Path:
+    """Prepare one seed and save it (a picklable job for `parallel_map`); kept per process, since
+    the same seeds make every cohort of a test session."""
+    name, calibration, path = args
+    save_prepared(_prepared(name, calibration), path)
+    return path
+
+
+def calibrations(names: tuple[str, ...], held_out: tuple[str, ...], volumes: list[np.ndarray],
+                 sd_max: float) -> dict[str, tuple[float, ...] | None]:
+    """The training seeds' calibration voxels (computed together), none for the held-out ones."""
+    changes = calibration_voxels(np.stack(volumes), sd_max)
+    return {**{n: tuple(float(c) for c in row) for n, row in zip(names, changes)}, **dict.fromkeys(held_out)}
 
 
 def save_prepared(seed: PreparedSeed, path: Path) -> None:
