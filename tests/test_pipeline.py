@@ -31,10 +31,14 @@ def test_repro_writes_every_stage_output(study: Path) -> None:
                 "split/train.csv", "split/test.csv", "cache/spec.json", "models/meshnet/model.pt",
                 "models/baseline/model.json", "train/meshnet/curves.csv", "eval/meshnet/metrics.json",
                 "eval/baseline/boxplot.png", "saliency/meshnet/focus.csv", "saliency/meshnet/best.png",
-                "report/index.html"):
+                "report/index.html", "heldout_anatomy/ho-0001/mri/orig.mgz", "heldout_anatomy/cohort.csv",
+                "cohort_montage.png", "eval/meshnet/heldout_predictions.csv"):
         assert (data / rel).is_file(), rel
     scores = json.loads((data / "eval" / "meshnet" / "scores.json").read_text())
-    assert set(scores) == {"model", "mean_predictor", "total_scaling"}
+    assert set(scores) == {"model", "mean_predictor", "total_scaling", "heldout_anatomy"}
+    held = scores["heldout_anatomy"]
+    assert set(held) == {"model", "mean_predictor", "total_scaling"}
+    assert held["mean_predictor"]["normalized_loss"] > 0 and "hemisphere_error_median" in held["model"]
     assert {"normalized_loss", "r2_median", "icc_median", "hemisphere_error_median",
             "seconds_per_scan_end_to_end"} <= set(scores["model"])
     headline = json.loads((data / "eval" / "meshnet" / "metrics.json").read_text())
@@ -42,7 +46,9 @@ def test_repro_writes_every_stage_output(study: Path) -> None:
     baseline = json.loads((data / "eval" / "mean_predictor" / "scores.json").read_text())
     assert baseline == scores["mean_predictor"]  # scored once for the study, the same as per model
     page = (data / "report" / "index.html").read_text()
-    for png in ("eval/meshnet/boxplot.png", "eval/baseline/scatter.png", "saliency/meshnet/worst.png"):
+    assert 'id="heldout"' in page
+    for png in ("eval/meshnet/boxplot.png", "eval/baseline/scatter.png", "saliency/meshnet/worst.png",
+                "cohort_montage.png"):
         embedded = base64.b64encode((data / png).read_bytes()).decode()
         assert f"data:image/png;base64,{embedded}" in page, f"{png} is not shown in the report"
 
@@ -137,6 +143,7 @@ def test_an_experiment_and_the_readme_comparisons_fit_a_terminal(study: Path) ->
     diff = dvc("metrics", "diff", "HEAD", "--json", cwd=study).stdout
     changed = json.loads(diff)
     assert "data/eval/meshnet/metrics.json" in changed
-    assert set(changed["data/eval/meshnet/metrics.json"]) <= set(HEADLINE)
+    held = {f"heldout_anatomy.{p}.{k}" for p in ("model", "mean_predictor", "total_scaling") for k in HEADLINE}
+    assert set(changed["data/eval/meshnet/metrics.json"]) <= set(HEADLINE) | held
     assert "data/eval/mean_predictor/metrics.json" not in changed  # the baselines do not train
     assert "train.lr" in dvc("params", "diff", "HEAD", cwd=study).stdout

