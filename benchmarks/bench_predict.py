@@ -37,7 +37,7 @@ from gmvol.models import build_model, model_config_from_dict
 from gmvol.models.checkpoint import save_model
 from gmvol.predict import Predictor, ScanResult, volumes_table
 from gmvol.regions import N_REGIONS, REGION_COLUMNS
-from gmvol.synth.cohort import SynthConfig, subject_name, synthesize_subject
+from gmvol.synth.cohort import SynthConfig, subject_name, synthesize_one
 
 PAPER_MODEL = {"name": "meshnet", "meshnet": {"channels": 21, "head": "pool"}}
 PAPER_SPEC = PreprocessSpec(voxel_size=1.0, shape=(256, 256, 256))
@@ -59,7 +59,7 @@ def default_grid(params: Path) -> tuple[dict, PreprocessSpec]:
 
 def make_inputs(work: Path) -> dict[str, Path]:
     """A 1 mm synthetic orig.mgz and the same head as an HCP-like field-of-view NIfTI."""
-    synthesize_subject(0, SynthConfig(voxel_size=1.0), work)
+    synthesize_one(SynthConfig(voxel_size=1.0), 0, work)
     orig = work / subject_name(0) / "mri" / "orig.mgz"
     img = nib.load(orig)
     ras = nib.as_closest_canonical(img)

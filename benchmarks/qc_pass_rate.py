@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         write_split(root / "subjects.csv", root / "split", parse(SplitConfig, section(params, "split"), "split"))
         build_cache(root / "subjects.csv", pre, root / "cache")
         source = data_source(str(root / "synthetic"), str(root / "synthetic"),
-                             {"seed": synth.seed, "n_subjects": synth.n_subjects, "voxel_size": synth.voxel_size})
+                             {"seed": synth.seed, "n_subjects": synth.n_subjects, "voxel_size": synth.voxel_size,
+                              "seeds": list(synth.seeds)})
         train_model(model_cfg, replace(cfg, epochs=args.epochs), root / "split" / "train.csv", root / "cache",
                     root / "meshnet", root / "curves.csv", root / "metrics.json", source)
         test = pd.read_csv(root / "split" / "test.csv")

@@ -1,4 +1,4 @@
-"""DVC stage: evaluate one trained model (evaluate@<model>) on the test split."""
+"""DVC stage: evaluate one trained model (evaluate@<model>) on the test split and the held-out anatomy."""
 
 import argparse
 from pathlib import Path
@@ -12,8 +12,9 @@ if __name__ == "__main__":
     parser.add_argument("--model", type=Path, required=True, help="model directory")
     parser.add_argument("--train", type=Path, required=True)
     parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--heldout", type=Path, required=True, help="held-out-anatomy subjects")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     with params_errors(args.params):
         cfg = parse(EvaluateConfig, section(read_params(args.params), "evaluate"), "evaluate")
-    evaluate_model(args.model, args.train, args.test, args.out, cfg)
+    evaluate_model(args.model, args.train, args.test, args.out, cfg, args.heldout)

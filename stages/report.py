@@ -12,9 +12,12 @@ if __name__ == "__main__":
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--eval", type=Path, required=True)
     parser.add_argument("--saliency", type=Path, required=True)
+    parser.add_argument("--cohort-stats", type=Path, help="the synthesize stage's cohort_stats.json")
+    parser.add_argument("--montage", type=Path, help="the synthesize stage's cohort montage")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     with params_errors(args.params):
         params = read_params(args.params)  # the report shows all of them: the stage depends on all
         study = parse(StudyConfig, section(params, "study"), "study")
-    build_report(list(study.models), args.eval, args.saliency, params, str(args.params), args.out)
+    build_report(list(study.models), args.eval, args.saliency, params, str(args.params), args.out,
+                 args.cohort_stats, args.montage)

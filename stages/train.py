@@ -25,6 +25,6 @@ if __name__ == "__main__":
         model_cfg, cfg = training_configs(section(params, "train"), section(params, f"models.{args.model}"),
                                           args.model)
         synth = {"seed": section(params, "synthesize.seed"), "n_subjects": section(params, "synthesize.n_subjects"),
-                 "voxel_size": section(params, "synthesize.voxel_size")}
+                 "voxel_size": section(params, "synthesize.voxel_size"), "seeds": section(params, "synthesize.seeds")}
         source = data_source(section(params, "ingest.subjects_dir"), args.synthetic_dir, synth)
     train_model(model_cfg, cfg, args.train, args.cache, args.out, args.curves, args.metrics, source)

@@ -10,9 +10,18 @@ import torch
 from gmvol.data.ingest import IngestConfig, ingest
 from gmvol.data.preprocess import PreprocessConfig, build_cache
 from gmvol.data.split import SplitConfig, write_split
-from gmvol.synth.cohort import SynthConfig, synthesize_cohort
+from gmvol.synth.cohort import HeldoutConfig, SynthConfig, synthesize_cohort
+from gmvol.synth.head import HeadConfig
+from gmvol.synth.render import RenderConfig
 
-TINY_SYNTH = SynthConfig(n_subjects=6, seed=3, voxel_size=4.0, workers=1)
+TINY_SYNTH = SynthConfig(n_subjects=6, seed=3, voxel_size=4.0, workers=1, seeds=("mni152", "9861"),
+                         render=RenderConfig(csf=(0.1, 0.15), gray=(0.45, 0.5), white=(0.85, 0.9),
+                                             resolution_mm=(1.0, 2.0), slice_mm=(1.0, 3.0)),
+                         head=HeadConfig(skull_strip_fraction=0.0, crop_probability=0.0),
+                         heldout=HeldoutConfig(seeds=("15697",), n_subjects=2))
+"""Two training anatomies and a held-out one (the seeds take a minute to prepare, once per
+session). Every head kept and the contrast nearly fixed: four training scans must make a QC
+reference under which the test scans pass and a skull-stripped or inverted scan does not."""
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,9 +31,10 @@ def _single_thread() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six 4 mm subjects in FreeSurfer layout (orig.mgz, aparc+aseg.mgz, ?h.aparc.stats)."""
+    """Six 4 mm subjects in FreeSurfer layout (orig.mgz, aparc+aseg.mgz, ?h.aparc.stats), and
+    beside them (`heldout_anatomy`) two subjects of the held-out seed."""
     out = tmp_path_factory.mktemp("cohort") / "synthetic"
-    synthesize_cohort(TINY_SYNTH, out)
+    synthesize_cohort(TINY_SYNTH, out, out.parent / "heldout_anatomy")
     return out
 
 

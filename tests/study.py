@@ -13,7 +13,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY_PARAMS = {
-    "synthesize": {"n_subjects": 10, "voxel_size": 4.0, "workers": 1},
+    "synthesize": {"n_subjects": 10, "voxel_size": 4.0, "workers": 1, "seeds": ["mni152", "9861"],
+                   "heldout": {"seeds": ["15697"], "n_subjects": 3}},
     "split": {"valid_fraction": 0.25},
     "preprocess": {"voxel_size": 10.0, "shape": [18, 22, 18], "workers": 1},
     "train": {"epochs": 1, "batch_size": 2, "threads": 2},

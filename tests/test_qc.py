@@ -30,7 +30,8 @@ def trained(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trained")
     cfg = TrainConfig(epochs=2, batch_size=2, lr=0.01, scheduler="constant", seed=1,
                       augment=AugmentConfig(flip=False, shift_voxels=0, intensity=0.0))
-    source = data_source("data/synthetic", "data/synthetic", {"seed": 3, "n_subjects": 6, "voxel_size": 4.0})
+    source = data_source("data/synthetic", "data/synthetic",
+                         {"seed": 3, "n_subjects": 6, "voxel_size": 4.0, "seeds": ["mni152", "9861"]})
     train_model(model_config_from_dict(MESHNET), cfg, tiny_study / "split" / "train.csv", tiny_study / "cache",
                 out / "meshnet", out / "curves.csv", out / "metrics.json", source)
     return out / "meshnet"
@@ -39,7 +40,8 @@ def trained(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_card_says_where_the_training_data_came_from(trained: Path, tiny_study: Path) -> None:
     card = json.loads((trained / CARD_FILE).read_text())
     assert card["training_data"]["source"] == "synthetic"
-    assert card["training_data"]["synthetic_cohort"] == {"seed": 3, "n_subjects": 6, "voxel_size_mm": 4.0}
+    assert card["training_data"]["synthetic_cohort"] == {"seed": 3, "n_subjects": 6, "voxel_size_mm": 4.0,
+                                                               "anatomy_seeds": ["mni152", "9861"]}
     train = pd.read_csv(tiny_study / "split" / "train.csv")
     totals = train.loc[train["fold"] != "valid", list(REGION_COLUMNS)].sum(axis=1)
     assert card["training_totals_mm3"]["min"] == pytest.approx(totals.min(), abs=0.01)
@@ -82,7 +84,7 @@ def test_qc_passes_test_scans_and_flags_unlike_ones(trained: Path, tiny_study: P
     table = read_table(out).set_index("subject")
     assert list(table.reset_index().columns) == list(TABLE_COLUMNS)
     assert table[list(SCORES)].notna().all().all()
-    assert table.loc[test["subject"], "qc_pass"].all(), table[list(SCORES)]
+    assert table.loc[test["subject"], "qc_pass"].all(), (table[list(SCORES)].to_string(), ref.bounds)
     assert not table.loc[list(variants), "qc_pass"].any(), table[list(SCORES)]
     assert table.loc["slab", "qc_fov"] < 0.9
     assert table.loc["inverted", "qc_hist"] > ref.bounds["qc_hist"]

@@ -160,3 +160,28 @@ def test_number_formats() -> None:
     assert fmt_sig(float("nan")) == fmt_sig(None) == "—"
     assert fmt_mm3(1234.6) == "1,235"
     assert fmt_share(0.3) == "30%"
+
+
+def test_report_shows_the_heldout_anatomy_and_the_cohort(tmp_path: Path) -> None:
+    paths = make_inputs(tmp_path)
+    scores = paths["eval"] / "meshnet" / "scores.json"
+    metrics = json.loads(scores.read_text())
+    metrics["heldout_anatomy"] = {
+        "model": summary(0.015, 0.55, 0.7, timings=False) | {"hemisphere_error_median": 0.031},
+        "mean_predictor": summary(0.05, -0.2, None, timings=False) | {"hemisphere_error_median": 0.09},
+        "total_scaling": summary(0.02, 0.4, 0.6, timings=False) | {"hemisphere_error_median": 0.0}}
+    scores.write_text(json.dumps(metrics))
+    stats, montage = tmp_path / "cohort_stats.json", tmp_path / "montage.png"
+    stats.write_text(json.dumps({"n_subjects": 670, "total_min": 301000.0, "total_max": 812000.0, "cv_min": 0.19,
+                                 "cv_max": 0.24, "total_scaling_r2_median": 0.43,
+                                 "totals_per_seed": {"mni152": {"mean": 604000.0}, "9861": {"mean": 522000.0}}}))
+    montage.write_bytes(tiny_png((9, 9, 9)))
+    out = tmp_path / "index.html"
+    build_report(list(MODELS), paths["eval"], paths["saliency"], {}, "params.yaml", out, stats, montage)
+    page = html.unescape(out.read_text())
+    section = page[page.index('id="heldout"'):page.index('id="model-meshnet"')]
+    assert "1.50×" in section and "3.1%" in section and "9.0%" in section  # ratio to the test split
+    resnet_row = section.split(">resnet</a>")[1].split("</tr>")[0]
+    assert resnet_row.count("—") == 6  # resnet has no held-out scores: ratio and the five columns
+    assert f"{fmt_mm3(301000.0)}–{fmt_mm3(812000.0)}" in page
+    assert base64.b64encode(montage.read_bytes()).decode() in page

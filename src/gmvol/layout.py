@@ -29,6 +29,7 @@ class EvalFiles:
     metrics = _file("metrics.json")
     scores = _file("scores.json")
     predictions = _file("predictions.csv")
+    heldout_predictions = _file("heldout_predictions.csv")
     regions = _file("regions.csv")
     regions_all = _file("regions_all.csv")
     normalized_loss_table = _file("normalized_loss.csv")

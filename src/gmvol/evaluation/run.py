@@ -13,11 +13,13 @@ from tqdm import tqdm
 from gmvol.evaluation.baseline_scores import split_volumes
 from gmvol.evaluation.figures import plot_error_boxplot, plot_normalized_loss_bars, plot_scatter_grid
 from gmvol.evaluation.tables import (
+    HELDOUT_BLOCK,
     headline,
     long_region_table,
     plots_table,
     region_tables,
     report_metrics,
+    set_scores,
 )
 from gmvol.io import InputError, write_csv, write_json
 from gmvol.layout import EvalFiles
@@ -37,37 +39,59 @@ class EvaluateConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Path,
-                   cfg: EvaluateConfig) -> dict:
-    """Write the `EvalFiles` to `out_dir`: predictions, region tables, scores.json (every block:
-    the model and both baselines), metrics.json (the model's headline), the three figures.
-    Returns the scores."""
-    fit, true = split_volumes(train_csv, test_csv)
-    test = pd.read_csv(test_csv)
-    predictor = Predictor(model_dir, device=cfg.device, batch_size=cfg.batch_size)
-    bar = tqdm(total=len(test), desc=f"evaluate {Path(model_dir).name}", unit="scan")
+def heldout_table(heldout_dir: Path) -> pd.DataFrame:
+    """The held-out-anatomy set (the synthesize stage's cohort.csv) with each subject's T1 path."""
+    table = pd.read_csv(Path(heldout_dir) / "cohort.csv")
+    return table.assign(t1=[str(Path(heldout_dir) / s / "mri" / "orig.mgz") for s in table["subject"]])
+
+
+def _predict(predictor: Predictor, table: pd.DataFrame, desc: str) -> tuple[pd.DataFrame, float]:
+    """Predictions of every scan of `table` (subject, t1), failing on the first unreadable one;
+    and the wall time."""
+    bar = tqdm(total=len(table), desc=desc, unit="scan")
     started = time.perf_counter()
-    pred = predictor.predict_files([Path(p) for p in test["t1"]], test["subject"].tolist(),
+    pred = predictor.predict_files([Path(p) for p in table["t1"]], table["subject"].tolist(),
                                    on_result=lambda _: bar.update())
     wall = time.perf_counter() - started
     bar.close()
     if predictor.failures:
         bad = predictor.failures[0]
         raise InputError(bad.path, f"could not be predicted ({bad.error.reason if bad.error else '?'})")
+    return pred, wall
+
+
+def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Path,
+                   cfg: EvaluateConfig, heldout_dir: Path | None = None) -> dict:
+    """Write the `EvalFiles` to `out_dir`: predictions, region tables, scores.json (every block:
+    the model and both baselines, on the test split and on the held-out anatomy), metrics.json
+    (the model's headline, and the held-out block's), the three figures. Returns the scores."""
+    fit, true = split_volumes(train_csv, test_csv)
+    test = pd.read_csv(test_csv)
+    name = Path(model_dir).name
+    predictor = Predictor(model_dir, device=cfg.device, batch_size=cfg.batch_size)
+    pred, wall = _predict(predictor, test, f"evaluate {name}")
     pred_values = pred.set_index("subject")[list(REGION_COLUMNS)].loc[true.index]
     timings = {"seconds_per_scan_forward": float(predictor.timings["forward_s"].mean()),
                "seconds_per_scan_end_to_end": wall / len(test)}
     metrics = report_metrics(fit, true, pred_values, timings)
     tables = region_tables(fit, true, pred_values)
-
+    headlines = headline(metrics["model"])
     files = EvalFiles(Path(out_dir))
+    if heldout_dir is not None:
+        held = heldout_table(heldout_dir)
+        held_pred, _ = _predict(predictor, held, f"evaluate {name} on the held-out anatomy")
+        held_true = held.set_index("subject")[list(REGION_COLUMNS)]
+        held_values = held_pred.set_index("subject")[list(REGION_COLUMNS)].loc[held_true.index]
+        metrics[HELDOUT_BLOCK] = set_scores(fit, held_true, held_values)
+        headlines[HELDOUT_BLOCK] = {k: headline(v) for k, v in metrics[HELDOUT_BLOCK].items()}
+        write_csv(held_pred, files.heldout_predictions)
+
     write_csv(pred, files.predictions)
     write_csv(tables["model"], files.regions)
     write_csv(long_region_table(tables), files.regions_all)
     write_csv(plots_table(tables), files.normalized_loss_table)
     write_json(metrics, files.scores)
-    write_json(headline(metrics["model"]), files.metrics)
-    name = Path(model_dir).name
+    write_json(headlines, files.metrics)
     plot_error_boxplot(true, pred_values, files.boxplot,
                        f"{name}: absolute error per region on {len(true)} test scans")
     plot_scatter_grid(true, pred_values, files.scatter)
@@ -76,5 +100,10 @@ def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Pa
     print(f"evaluate {name}: normalized loss {m['normalized_loss']:.4g} "
           f"(mean predictor {metrics['mean_predictor']['normalized_loss']:.4g}), "
           f"median R2 {m['r2_median']:.3f}, MAE {m['mae_pct']:.2f}%")
+    if HELDOUT_BLOCK in metrics:
+        h = metrics[HELDOUT_BLOCK]
+        print(f"evaluate {name}, held-out anatomy: normalized loss {h['model']['normalized_loss']:.4g} "
+              f"(mean predictor {h['mean_predictor']['normalized_loss']:.4g}), median R2 "
+              f"{h['model']['r2_median']:.3f}, hemisphere error {h['model']['hemisphere_error_median']:.2%}")
     return metrics
 

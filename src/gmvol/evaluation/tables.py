@@ -52,9 +52,18 @@ def report_metrics(train: pd.DataFrame, true: pd.DataFrame, pred: pd.DataFrame,
     """
     if set(timings) != set(TIMING_KEYS):
         raise ValueError(f"timings must have exactly the keys {list(TIMING_KEYS)}, got {sorted(timings)}")
-    report = {name: summary(true, values) for name, values in predictions(train, true, pred).items()}
+    report = set_scores(train, true, pred)
     report["model"].update({key: float(timings[key]) for key in TIMING_KEYS})
     return report
+
+
+HELDOUT_BLOCK = "heldout_anatomy"
+"""The scores.json and metrics.json key of the held-out-anatomy set's predictors."""
+
+
+def set_scores(train: pd.DataFrame, true: pd.DataFrame, pred: pd.DataFrame) -> dict[str, dict[str, float | str | None]]:
+    """Every predictor's summary on one more evaluation set (the held-out anatomy), keyed by PREDICTORS."""
+    return {name: summary(true, values) for name, values in predictions(train, true, pred).items()}
 
 
 def long_region_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

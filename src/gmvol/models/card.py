@@ -32,6 +32,7 @@ class DataSource:
     synth_seed: int = 0
     synth_subjects: int = 0
     synth_voxel_size: float = 0.0
+    synth_seeds: tuple[str, ...] = ()
 
 
 def data_source(subjects_dir: str, synthetic_dir: str, synthesize: dict[str, Any]) -> DataSource:
@@ -40,7 +41,7 @@ def data_source(subjects_dir: str, synthetic_dir: str, synthesize: dict[str, Any
     if Path(subjects_dir) != Path(synthetic_dir):
         return DataSource("real", subjects_dir)
     return DataSource("synthetic", subjects_dir, int(synthesize["seed"]), int(synthesize["n_subjects"]),
-                      float(synthesize["voxel_size"]))
+                      float(synthesize["voxel_size"]), tuple(str(s) for s in synthesize["seeds"]))
 
 
 def card_document(name: str, source: DataSource, totals: list[float], n_fit: int, n_valid: int,
@@ -50,8 +51,10 @@ def card_document(name: str, source: DataSource, totals: list[float], n_fit: int
                             "n_train_fit": n_fit, "n_validation": n_valid}
     if source.kind == "synthetic":
         data["synthetic_cohort"] = {"seed": source.synth_seed, "n_subjects": source.synth_subjects,
-                                    "voxel_size_mm": source.synth_voxel_size}
-        data["note"] = ("trained only on synthetic scans rendered from the MNI152 2009 average; volumes "
+                                    "voxel_size_mm": source.synth_voxel_size,
+                                    "anatomy_seeds": list(source.synth_seeds)}
+        data["note"] = ("trained only on synthetic scans rendered from the labels of "
+                        f"{len(source.synth_seeds)} real anatomies (MNI152 2009 and AHBA donors); volumes "
                         "on real scans are not validated against FreeSurfer")
     return {
         "model": name,

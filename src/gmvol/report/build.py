@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from gmvol.io import write_text
+from gmvol.report.cohort import cohort_section, heldout_section
 from gmvol.report.headline import headline_section
 from gmvol.report.html import esc, page
 from gmvol.report.inputs import Sources, read_model_outputs
@@ -52,9 +53,11 @@ def _footer(sources: Sources) -> str:
 
 
 def build_report(models: list[str], eval_dir: Path, saliency_dir: Path, params: Mapping[str, Any],
-                 params_source: str, out_html: Path) -> None:
+                 params_source: str, out_html: Path, cohort_stats: Path | None = None,
+                 montage: Path | None = None) -> None:
     """Write the self-contained study report for `models` to `out_html` (atomically); `params`
-    are the run's params, as the stage read them from `params_source` (shown, not re-read)."""
+    are the run's params, as the stage read them from `params_source` (shown, not re-read);
+    `cohort_stats` and `montage` are the synthesize stage's, when the study has them."""
     if not models:
         raise ValueError("build_report needs at least one model")
     if len(set(models)) != len(models):
@@ -67,9 +70,12 @@ def build_report(models: list[str], eval_dir: Path, saliency_dir: Path, params: 
     body = (f"<h1>{esc(TITLE)}</h1>"
             f'<p class="subtitle">68 Desikan-Killiany cortical gray-matter volumes regressed from a T1 MRI: '
             f"{len(models)} model(s) against two trivial baselines on the same test set.</p>"
-            f'<nav><a href="#headline">Headline</a> {nav} <a href="#params">Parameters</a></nav>'
+            f'<nav><a href="#headline">Headline</a> <a href="#heldout">Held-out anatomy</a> {nav} '
+            f'<a href="#cohort">Cohort</a> <a href="#params">Parameters</a></nav>'
             + headline_section(inputs, anchors)
+            + heldout_section(inputs, anchors)
             + "".join(model_section(m, anchors[m.name], eval_dir, saliency_dir) for m in inputs)
+            + cohort_section(cohort_stats, montage, sources)
             + _params_section(params, params_source)
             + _footer(sources))
     write_text(page(TITLE, body), out_html)

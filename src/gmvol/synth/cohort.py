@@ -1,141 +1,160 @@
-"""Synthesize a cohort in FreeSurfer's layout, deterministically from one seed, in parallel."""
+"""Synthesize a cohort in FreeSurfer's layout from real anatomies, deterministically from one
+seed, in parallel; and beside it a held-out-anatomy set that training never sees."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import shutil
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
 from gmvol.config import jsonable
 from gmvol.io import atomic_dir, write_csv, write_json
 from gmvol.parallel import RUN_ONLY_KEYS, Executor, check_executor, parallel_map
-from gmvol.regions import DK_NAMES, HEMISPHERES, LOBE_OF, LOBES, REGION_COLUMNS, REGION_IDS
-from gmvol.synth.anatomy import load_template, region_territories
-from gmvol.synth.deform import (
-    Geometry,
-    expansion_displacement,
-    random_pose,
-    sample,
-    smooth_warp,
-    template_coordinates,
-)
-from gmvol.synth.freesurfer import conformed_affine, write_aparc_stats, write_mgz
-from gmvol.synth.intensity import paint_head, scanner_effects
+from gmvol.synth.anatomy import SEED_NAMES
+from gmvol.synth.head import HeadConfig
+from gmvol.synth.montage import plot_cohort_montage
+from gmvol.synth.prepare import calibrations, prepare_named, seed_volumes
+from gmvol.synth.render import Range, RenderConfig
+from gmvol.synth.subject import AnatomyDraws, SubjectJob, synthesize_subject
 from gmvol.synth.variation import cohort_variation
 
-COARSE_SPACING_MM = 4
+SEEDS_DIR = ".seeds"
+"""Prepared seeds, inside the output's temporary directory while workers read them."""
+
+
+@dataclass(frozen=True)
+class HeldoutConfig:
+    """The held-out-anatomy set: other seeds, and contrast and resolution outside the training draws."""
+
+    seeds: tuple[str, ...] = ("15697",)
+    n_subjects: int = 40
+    gray: Range = (0.60, 0.66)
+    white: Range = (0.80, 1.00)
+    csf: Range = (0.30, 0.40)
+    resolution_mm: Range = (1.0, 1.2)
+    slice_mm: Range = (6.0, 7.0)
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """How the synthetic cohort varies (the `synthesize` params section; defaults equal it).
-    They give real-cohort-like regional CVs (0.10-0.25)."""
+    """How the synthetic cohort is made (the `synthesize` params section; defaults equal it)."""
 
     n_subjects: int = 670
     seed: int = 0
     voxel_size: float = 2.0       # mm; 1.0 gives FreeSurfer's 256^3 conformed grid
     fov_mm: float = 256.0
-    head_scale_sd: float = 0.025  # linear head size; volumes scale with its cube
-    lobe_sd: float = 0.16         # requested log-volume factor of a lobe (per hemisphere)
-    region_sd: float = 0.14       # requested log-volume factor unique to each region
-    # (about a third of a requested log-expansion is realised: the field is smoothed over 6 mm)
-    warp_mm: float = 2.0          # peak smooth non-linear displacement
-    max_rotation_deg: float = 10.0
-    max_translation_mm: float = 10.0
-    gamma_sd: float = 0.10
-    bias_sd: float = 0.10
-    noise_sd: float = 0.02
+    seeds: tuple[str, ...] = ("mni152", "9861", "10021", "12876", "14380", "15496")
+    seed_region_sd_max: float = 0.08  # seeds' regions pulled together to at most this log SD
+    anatomy: AnatomyDraws = field(default_factory=AnatomyDraws)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    heldout: HeldoutConfig = field(default_factory=HeldoutConfig)
     workers: int = 0              # 0: one per CPU core
     executor: Executor = "local"  # or dask: the subjects run on the cluster at dask_address
     dask_address: str = ""        # tcp://HOST:PORT or local:N (gmvol.distributed)
 
     def __post_init__(self) -> None:
         check_executor(self.executor, self.dask_address)
+        for key, names in (("seeds", self.seeds), ("heldout.seeds", self.heldout.seeds)):
+            unknown = [n for n in names if n not in SEED_NAMES]
+            if unknown or not names:
+                raise ValueError(f"{key}: {unknown or 'none'}; choose from {list(SEED_NAMES)}")
+        shared = sorted(set(self.seeds) & set(self.heldout.seeds))
+        if shared:
+            raise ValueError(f"heldout.seeds {shared} are also training seeds: they would not be held out")
+
+    @property
+    def heldout_render(self) -> RenderConfig:
+        h = self.heldout
+        return dataclasses.replace(self.render, gray=h.gray, white=h.white, csf=h.csf,
+                                   resolution_mm=h.resolution_mm, slice_mm=h.slice_mm)
 
 
 def subject_name(index: int) -> str:
     return f"sub-{index + 1:04d}"
 
 
-def regional_log_expansion(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
-    """Log-volume change per region: a lobar factor per hemisphere plus a unique part, the
-    covariance structure real cortices show (not explained by total volume alone)."""
-    lobe_factor = {(h, lobe): rng.normal(0.0, cfg.lobe_sd) for h in HEMISPHERES for lobe in LOBES}
-    unique = rng.normal(0.0, cfg.region_sd, size=len(REGION_COLUMNS))
-    shared = np.array([lobe_factor[(h, LOBE_OF[n])] for h in HEMISPHERES for n in DK_NAMES])
-    return np.clip(shared + unique, -0.5, 0.5)
+def heldout_name(index: int) -> str:
+    return f"ho-{index + 1:04d}"
 
 
-def draw_geometry(rng: np.random.Generator, cfg: SynthConfig) -> Geometry:
-    territory, _ = region_territories(COARSE_SPACING_MM)
-    expansion = expansion_displacement(regional_log_expansion(rng, cfg), territory, COARSE_SPACING_MM)
-    warp = smooth_warp(territory.shape, COARSE_SPACING_MM, cfg.warp_mm, rng)
-    rotation, translation = random_pose(rng, cfg.max_rotation_deg, cfg.max_translation_mm)
-    scale = float(np.exp(rng.normal(0.0, cfg.head_scale_sd)))
-    return Geometry(scale=scale, rotation=rotation, translation_mm=translation,
-                    displacement=expansion + warp)
+def _provenance(cfg: SynthConfig) -> dict:
+    """What made the cohort, less where and in how many processes (which changes nothing in it)."""
+    return {k: v for k, v in jsonable(cfg).items() if k not in RUN_ONLY_KEYS}
 
 
-def synthesize_subject(index: int, cfg: SynthConfig, out_dir: Path) -> dict[str, float]:
-    """Write one subject (orig.mgz, aparc+aseg.mgz, ?h.aparc.stats); return its draw and volumes."""
-    rng = np.random.default_rng([cfg.seed, index])
-    tpl = load_template()
-    _, coarse_affine = region_territories(COARSE_SPACING_MM)
-    geom = draw_geometry(rng, cfg)
-    size = round(cfg.fov_mm / cfg.voxel_size)
-    affine = conformed_affine(cfg.voxel_size, size, tpl.center_mm)
-    coords = template_coordinates(affine, (size,) * 3, geom, tpl.center_mm, tpl.affine, coarse_affine)
-    coded = sample(tpl.coded_labels, coords, nearest=True).astype(np.int16)
-    labels, tissue = np.clip(coded, 0, None), np.where(coded > 0, 1, -coded)
-    brain = sample(tpl.t1, coords)
-    image = paint_head(brain, tissue, rng)
-    image = ndimage.gaussian_filter(image, 0.5)
-    image = scanner_effects(image, rng, gamma_sd=cfg.gamma_sd, bias_sd=cfg.bias_sd,
-                            noise_sd=cfg.noise_sd)
-    t1 = np.clip(image / np.percentile(image[tissue > 0], 99.5) * 230.0, 0, 255).astype(np.uint8)
-
-    name = subject_name(index)
-    subject_dir = out_dir / name
-    write_mgz(t1, affine, subject_dir / "mri" / "orig.mgz")
-    write_mgz(labels.astype(np.int32), affine, subject_dir / "mri" / "aparc+aseg.mgz")
-    counts = np.bincount(labels.ravel().clip(0), minlength=max(REGION_IDS) + 1)
-    volumes = {col: float(counts[i]) * cfg.voxel_size**3 for col, i in zip(REGION_COLUMNS, REGION_IDS)}
-    for hemi in HEMISPHERES:
-        write_aparc_stats(subject_dir / "stats" / f"{hemi}.aparc.stats", name, hemi,
-                          {n: volumes[f"{hemi}_{n}"] for n in DK_NAMES}, rng)
-    angles = np.degrees(np.arctan2(geom.rotation[2, 1], geom.rotation[2, 2]))
-    return {"subject": name, "head_scale": geom.scale, "roll_deg": float(angles),
-            **{f"shift_{a}_mm": float(t) for a, t in zip("xyz", geom.translation_mm)}, **volumes}
-
-
-def _worker(args: tuple[int, SynthConfig, Path]) -> dict[str, float]:
-    return synthesize_subject(*args)
-
-
-def synthesize_cohort(cfg: SynthConfig, out_dir: Path) -> pd.DataFrame:
-    """Write all subjects under `out_dir` (replaced atomically) plus `cohort.csv` (each subject's
-    draw and true volumes), in parallel with a progress bar; returns that table."""
-    with atomic_dir(out_dir) as tmp:
-        rows = parallel_map(_worker, [(i, cfg, tmp) for i in range(cfg.n_subjects)], cfg.workers,
-                            "synthesize", executor=cfg.executor, dask_address=cfg.dask_address)
-        table = pd.DataFrame(rows)
-        write_csv(table, tmp / "cohort.csv")
-        # what made the cohort, less where and in how many processes (which changes nothing in it)
-        write_json({k: v for k, v in jsonable(cfg).items() if k not in RUN_ONLY_KEYS}, tmp / "synth_config.json")
+def _write_set(jobs: list[SubjectJob], cfg: SynthConfig, desc: str, out: Path) -> pd.DataFrame:
+    rows = parallel_map(synthesize_subject, jobs, cfg.workers, desc, executor=cfg.executor,
+                        dask_address=cfg.dask_address)
+    table = pd.DataFrame(rows)
+    write_csv(table, out / "cohort.csv")
+    write_json(_provenance(cfg), out / "synth_config.json")
     return table
 
 
-def synthesize_study(cfg: SynthConfig, out_dir: Path, stats_json: Path) -> dict[str, float]:
-    """The synthesize stage: the cohort under `out_dir`, and its variation figures (regional CVs,
-    the share of variance total-GM scaling explains) in `stats_json`."""
+def write_prepared_seeds(cfg: SynthConfig, folder: Path, heldout: bool) -> dict[str, Path]:
+    """Prepare the training seeds (and the held-out ones) and save them under `folder`, one seed
+    per worker: loading the volumes, then calibrating and preparing each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    held = cfg.heldout.seeds if heldout else ()
+    run = {"executor": cfg.executor, "dask_address": cfg.dask_address}
+    volumes = parallel_map(seed_volumes, list(cfg.seeds), cfg.workers, "load anatomy seeds", **run)
+    plan = calibrations(cfg.seeds, held, volumes, cfg.seed_region_sd_max)
+    jobs = [(name, calibration, folder / f"{name}.npz") for name, calibration in plan.items()]
+    paths = parallel_map(prepare_named, jobs, cfg.workers, "prepare anatomy seeds", **run)
+    return dict(zip(plan, paths))
+
+
+def subject_jobs(cfg: SynthConfig, files: dict[str, Path], out_dir: Path, heldout: bool = False) -> list[SubjectJob]:
+    """One job per subject of the training cohort, or of the held-out-anatomy set (its own seeds,
+    render settings, names and random stream)."""
+    names, render, n, stream, name = ((cfg.heldout.seeds, cfg.heldout_render, cfg.heldout.n_subjects, 1, heldout_name)
+                                      if heldout else (cfg.seeds, cfg.render, cfg.n_subjects, 0, subject_name))
+    return [SubjectJob(index=i, stream=stream, master_seed=cfg.seed, seed_files=tuple(files[s] for s in names),
+                       voxel_size=cfg.voxel_size, fov_mm=cfg.fov_mm, anatomy=cfg.anatomy, render=render,
+                       head=cfg.head, name=name(i), out_dir=out_dir) for i in range(n)]
+
+
+def synthesize_one(cfg: SynthConfig, index: int, out_dir: Path, heldout: bool = False) -> dict:
+    """One subject of the cohort (or of the held-out set), written under `out_dir` exactly as the
+    stage writes it: for benchmarks and checks that need a single scan."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_prepared_seeds(cfg, Path(tmp), heldout=heldout)
+        return synthesize_subject(subject_jobs(cfg, files, Path(out_dir), heldout)[index])
+
+
+def synthesize_cohort(cfg: SynthConfig, out_dir: Path,
+                      heldout_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Write all subjects under `out_dir` (and the held-out set under `heldout_dir`), each
+    replaced atomically, plus `cohort.csv` (each subject's draw and true volumes), in parallel
+    with a progress bar; returns those tables."""
+    with atomic_dir(out_dir) as tmp:
+        files = write_prepared_seeds(cfg, tmp / SEEDS_DIR, heldout=heldout_dir is not None)
+        table = _write_set(subject_jobs(cfg, files, tmp), cfg, "synthesize", tmp)
+        heldout = None
+        if heldout_dir is not None:
+            with atomic_dir(heldout_dir) as held:
+                heldout = _write_set(subject_jobs(cfg, files, held, heldout=True), cfg, "held-out anatomy", held)
+        shutil.rmtree(tmp / SEEDS_DIR)
+    return table, heldout
+
+
+def synthesize_study(cfg: SynthConfig, out_dir: Path, stats_json: Path, heldout_dir: Path,
+                     montage_png: Path) -> dict:
+    """The synthesize stage: the cohort, the held-out set, the cohort's variation figures
+    (`stats_json`) and a montage of one subject per seed."""
     torch.set_num_threads(1)  # the worker processes use every core
-    stats = cohort_variation(synthesize_cohort(cfg, out_dir))
+    table, heldout = synthesize_cohort(cfg, out_dir, heldout_dir)
+    stats = cohort_variation(table)
+    stats["heldout"] = cohort_variation(heldout) if heldout is not None and len(heldout) > 2 else None
     write_json(stats, stats_json)
-    print("cohort: regional CV min/median/max {cv_min:.3f}/{cv_median:.3f}/{cv_max:.3f}; "
-          "total-GM scaling explains a median {total_scaling_r2_median:.2f} of regional variance"
-          .format(**stats))
+    plot_cohort_montage(table, out_dir, heldout, heldout_dir, montage_png)
+    print("cohort: totals {total_min:.0f}-{total_max:.0f} mm3; regional CV min/median/max "
+          "{cv_min:.3f}/{cv_median:.3f}/{cv_max:.3f}; total-GM scaling explains a median "
+          "{total_scaling_r2_median:.2f} of regional variance".format(**stats))
     return stats

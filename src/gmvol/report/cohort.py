@@ -1,0 +1,79 @@
+"""What the models learn from and how they do on anatomy they never saw: the cohort montage with
+its variation figures, and the held-out-anatomy table beside the test split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gmvol.report.formatting import as_float, fmt_mm3, fmt_sig
+from gmvol.report.headline import BASELINES
+from gmvol.report.html import Cell, esc, figure, num_cell, table
+from gmvol.report.inputs import ModelInputs, Sources, png_data_uri, read_json
+
+HELDOUT_BLOCK = "heldout_anatomy"
+HELDOUT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("normalized_loss", "normalized loss", "MSE(pred, true) / MSE(true, 0) on the held-out anatomy"),
+    ("r2_median", "median R²", "R² around the held-out set's mean, median over the 68 regions"),
+    ("icc_median", "median ICC(3,1)", "consistency, median over regions"),
+    ("mae_pct", "MAE (%)", "mean of |pred - true| / true"),
+    ("hemisphere_error_median", "hemisphere error",
+     "median over subjects and hemispheres of |predicted hemisphere total / true - 1|"),
+)
+
+
+def _pct(value: Any) -> str:
+    v = as_float(value)
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def heldout_section(models: Sequence[ModelInputs], anchors: dict[str, str]) -> str:
+    """Each model on the held-out anatomy, its test-split normalized loss beside it, then the baselines."""
+    if not any(HELDOUT_BLOCK in m.metrics for m in models):
+        return ('<h2 id="heldout">Held-out anatomy</h2><p class="note">No held-out-anatomy scores in '
+                "scores.json (evaluate ran without --heldout).</p>")
+    head = [("predictor", ""), ("test-split normalized loss", "on the 80/20 test split"),
+            ("ratio", "held-out / test-split normalized loss: 1 means no loss on a new anatomy")]
+    head += [(label, tip) for _, label, tip in HELDOUT_COLUMNS]
+    rows: list[list[Cell]] = []
+    for m in models:
+        held = (m.metrics.get(HELDOUT_BLOCK) or {}).get("model") or {}
+        test_nl, held_nl = as_float((m.metrics.get("model") or {}).get("normalized_loss")), as_float(held.get("normalized_loss"))
+        ratio = "—" if not test_nl or held_nl is None else f"{held_nl / test_nl:.2f}×"
+        cells = [num_cell(_pct(held.get(k)) if k == "hemisphere_error_median" else fmt_sig(held.get(k)))
+                 for k, _, _ in HELDOUT_COLUMNS]
+        rows.append([Cell(f'<a href="#{anchors[m.name]}">{esc(m.name)}</a>'), num_cell(fmt_sig(test_nl)),
+                     num_cell(ratio), *cells])
+    source = next(m for m in models if HELDOUT_BLOCK in m.metrics)
+    for key, label in BASELINES.items():
+        held = source.metrics[HELDOUT_BLOCK].get(key) or {}
+        test = source.metrics.get(key) or {}
+        cells = [num_cell(_pct(held.get(k)) if k == "hemisphere_error_median" else fmt_sig(held.get(k)))
+                 for k, _, _ in HELDOUT_COLUMNS]
+        rows.append([Cell(esc(label)), num_cell(fmt_sig(test.get("normalized_loss"))), num_cell("—"), *cells])
+    classes = ["model"] * len(models) + ["baseline first-baseline"] + ["baseline"] * (len(BASELINES) - 1)
+    legend = ("Subjects rendered from an anatomy seed that no training subject was drawn from, with contrast "
+              "and slice thickness outside the training draws (synthesize.heldout). The baselines use the "
+              "training-set means, as on the test split.")
+    return (f'<h2 id="heldout">Held-out anatomy</h2>{table(head, rows, classes)}'
+            f'<p class="legend">{esc(legend)}</p>')
+
+
+def cohort_section(stats_json: Path | None, montage_png: Path | None, sources: Sources) -> str:
+    """The montage of one synthetic subject per seed, and the cohort's variation in one line."""
+    if stats_json is None and montage_png is None:
+        return ""
+    stats = read_json(stats_json, sources) if stats_json else None
+    line = ""
+    if stats:
+        seeds = ", ".join(f"{esc(s)} {fmt_mm3(v['mean'])}" for s, v in (stats.get("totals_per_seed") or {}).items())
+        line = (f"<p>{stats.get('n_subjects')} subjects; DK totals {fmt_mm3(stats.get('total_min'))}–"
+                f"{fmt_mm3(stats.get('total_max'))} mm³ (mean per seed: {seeds}); regional CV "
+                f"{fmt_sig(stats.get('cv_min'))}–{fmt_sig(stats.get('cv_max'))}; total-GM scaling explains a "
+                f"median {fmt_sig(stats.get('total_scaling_r2_median'))} of regional variance.</p>")
+    uri = png_data_uri(montage_png, sources) if montage_png else None
+    return ('<h2 id="cohort">The synthetic cohort</h2>' + line
+            + figure(uri, "cohort montage", "One synthetic subject per anatomy seed (held-out seed last): "
+                     "images rendered from labels, with heads, fields of view and resolutions drawn at random.",
+                     str(montage_png), wide=True))
