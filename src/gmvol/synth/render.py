@@ -109,7 +109,7 @@ def intensity_table(labels_present: np.ndarray, rng: np.random.Generator, cfg: R
     return table
 
 
-def paint(codes: np.ndarray, rng: np.random.Generator, cfg: RenderConfig, voxel_mm: float) -> np.ndarray:
+def paint(codes: np.ndarray, rng: np.random.Generator, cfg: RenderConfig) -> np.ndarray:
     """The noiseless image: per-code intensity and texture, blurred for partial volume."""
     present = np.unique(codes)
     table = intensity_table(present, rng, cfg)

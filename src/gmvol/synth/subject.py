@@ -115,7 +115,7 @@ def render_subject(job: SubjectJob) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     q = head_frame(affine, out_labels.shape, geom.rotation, seed.center_mm + geom.translation_mm)
     codes, blank, head = head_codes(out_labels, q, job.voxel_size, rng, job.head)
     del q
-    image = paint(codes, rng, job.render, job.voxel_size)
+    image = paint(codes, rng, job.render)
     acquired = acquisition_mm(rng, job.render)
     image = scanner_effects(resample_acquisition(image, job.voxel_size, acquired), rng, job.render)
     image[blank] = 0.0
