@@ -23,7 +23,8 @@ from common import machine, write_result
 
 from gmvol.config import parse, read_params, section
 from gmvol.regions import HEMISPHERES, REGION_COLUMNS
-from gmvol.synth.cohort import SynthConfig, synthesize_one
+from gmvol.synth.cohort import SynthConfig, subject_jobs, write_prepared_seeds
+from gmvol.synth.subject import synthesize_subject
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
                                     csf=render.csf, resolution_mm=(1.0, 1.0), slice_mm=(1.0, 1.0)))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        truth = pd.DataFrame([synthesize_one(cfg, i, work, heldout=True) for i in range(args.subjects)])
+        files = write_prepared_seeds(cfg, work / "seeds", heldout=True)  # once, for every subject
+        truth = pd.DataFrame([synthesize_subject(job) for job in subject_jobs(cfg, files, work, heldout=True)])
         scans = [str(work / s) for s in truth["subject"]]  # FreeSurfer subject dirs, as users pass them
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "gmvol", "predict", *scans, "--model", str(args.model),

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+HELDOUT_BLOCK = "heldout_anatomy"
+"""The scores.json / metrics.json key of the held-out-anatomy set's predictors (written by
+evaluate, read by the report)."""
+
 PANEL_ROLES: tuple[str, ...] = ("best", "median", "worst")
 """The saliency panels: the regions with the lowest, median and highest normalized loss."""
 

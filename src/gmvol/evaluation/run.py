@@ -13,7 +13,6 @@ from tqdm import tqdm
 from gmvol.evaluation.baseline_scores import split_volumes
 from gmvol.evaluation.figures import plot_error_boxplot, plot_normalized_loss_bars, plot_scatter_grid
 from gmvol.evaluation.tables import (
-    HELDOUT_BLOCK,
     headline,
     long_region_table,
     plots_table,
@@ -22,7 +21,7 @@ from gmvol.evaluation.tables import (
     set_scores,
 )
 from gmvol.io import InputError, write_csv, write_json
-from gmvol.layout import EvalFiles
+from gmvol.layout import HELDOUT_BLOCK, EvalFiles
 from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
 

@@ -57,10 +57,6 @@ def report_metrics(train: pd.DataFrame, true: pd.DataFrame, pred: pd.DataFrame,
     return report
 
 
-HELDOUT_BLOCK = "heldout_anatomy"
-"""The scores.json and metrics.json key of the held-out-anatomy set's predictors."""
-
-
 def set_scores(train: pd.DataFrame, true: pd.DataFrame, pred: pd.DataFrame) -> dict[str, dict[str, float | str | None]]:
     """Every predictor's summary on one more evaluation set (the held-out anatomy), keyed by PREDICTORS."""
     return {name: summary(true, values) for name, values in predictions(train, true, pred).items()}

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gmvol.layout import HELDOUT_BLOCK
 from gmvol.report.formatting import as_float, fmt_mm3, fmt_sig
 from gmvol.report.headline import BASELINES
 from gmvol.report.html import Cell, esc, figure, num_cell, table
 from gmvol.report.inputs import ModelInputs, Sources, png_data_uri, read_json
 
-HELDOUT_BLOCK = "heldout_anatomy"
 HELDOUT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("normalized_loss", "normalized loss", "MSE(pred, true) / MSE(true, 0) on the held-out anatomy"),
     ("r2_median", "median R²", "R² around the held-out set's mean, median over the 68 regions"),
@@ -28,6 +28,12 @@ def _pct(value: Any) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
 
 
+def _held_cells(held: dict[str, Any]) -> list[Cell]:
+    """One predictor's held-out columns (hemisphere error as a percentage)."""
+    return [num_cell(_pct(held.get(k)) if k == "hemisphere_error_median" else fmt_sig(held.get(k)))
+            for k, _, _ in HELDOUT_COLUMNS]
+
+
 def heldout_section(models: Sequence[ModelInputs], anchors: dict[str, str]) -> str:
     """Each model on the held-out anatomy, its test-split normalized loss beside it, then the baselines."""
     if not any(HELDOUT_BLOCK in m.metrics for m in models):
@@ -41,17 +47,14 @@ def heldout_section(models: Sequence[ModelInputs], anchors: dict[str, str]) -> s
         held = (m.metrics.get(HELDOUT_BLOCK) or {}).get("model") or {}
         test_nl, held_nl = as_float((m.metrics.get("model") or {}).get("normalized_loss")), as_float(held.get("normalized_loss"))
         ratio = "—" if not test_nl or held_nl is None else f"{held_nl / test_nl:.2f}×"
-        cells = [num_cell(_pct(held.get(k)) if k == "hemisphere_error_median" else fmt_sig(held.get(k)))
-                 for k, _, _ in HELDOUT_COLUMNS]
         rows.append([Cell(f'<a href="#{anchors[m.name]}">{esc(m.name)}</a>'), num_cell(fmt_sig(test_nl)),
-                     num_cell(ratio), *cells])
+                     num_cell(ratio), *_held_cells(held)])
     source = next(m for m in models if HELDOUT_BLOCK in m.metrics)
     for key, label in BASELINES.items():
         held = source.metrics[HELDOUT_BLOCK].get(key) or {}
         test = source.metrics.get(key) or {}
-        cells = [num_cell(_pct(held.get(k)) if k == "hemisphere_error_median" else fmt_sig(held.get(k)))
-                 for k, _, _ in HELDOUT_COLUMNS]
-        rows.append([Cell(esc(label)), num_cell(fmt_sig(test.get("normalized_loss"))), num_cell("—"), *cells])
+        rows.append([Cell(esc(label)), num_cell(fmt_sig(test.get("normalized_loss"))), num_cell("—"),
+                     *_held_cells(held)])
     classes = ["model"] * len(models) + ["baseline first-baseline"] + ["baseline"] * (len(BASELINES) - 1)
     legend = ("Subjects rendered from an anatomy seed that no training subject was drawn from, with contrast "
               "and slice thickness outside the training draws (synthesize.heldout). The baselines use the "
