@@ -17,9 +17,14 @@ TINY_PARAMS = {
                    "heldout": {"seeds": ["15697"], "n_subjects": 3}},
     "split": {"valid_fraction": 0.25},
     "preprocess": {"voxel_size": 10.0, "shape": [18, 22, 18], "workers": 1},
+    "extrapolation": {"n_subjects": 2},
     "train": {"epochs": 1, "batch_size": 2, "threads": 2},
-    "models": {"meshnet": {"meshnet": {"channels": 4, "dilations": [1, 2, 1], "grid_size": 2}},
+    "models": {"meshnet_grid": {"meshnet": {"channels": 4, "dilations": [1, 2, 1], "grid_size": 2},
+                                "train": {"epochs": 1}},
+               "meshnet_count": {"meshnet": {"channels": 4, "dilations": [1, 2, 1]}, "train": {"epochs": 1}},
+               "meshnet_pool": {"meshnet": {"channels": 4, "dilations": [1, 2, 1]}, "train": {"epochs": 1}},
                "baseline": {"baseline": {"width": 0.05}, "train": {"epochs": 1}}},
+    "saliency": {"n_subjects": 1},
 }
 
 

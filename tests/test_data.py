@@ -199,3 +199,42 @@ def test_failed_cache_build_leaves_nothing_behind(tiny_cohort: Path, tmp_path: P
         build_cache(tmp_path / "s.csv", PreprocessConfig(**asdict(SPEC), workers=1), tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cache")]
+
+
+def test_class_fractions_sum_to_the_true_volumes(tiny_study: Path) -> None:
+    """The fraction identity: per region, sum(fraction) x cell volume = voxel count x voxel volume
+    of the subject's own aparc+aseg; cells are never overfilled, and background fills the rest."""
+    from gmvol.data.fractions import dense_foreground, fill_background, label_fractions
+    from gmvol.data.preprocess import grid_affine, load_fractions, read_spec
+    from gmvol.regions import REGION_IDS
+    from gmvol.tissue import BACKGROUND_CLASS
+
+    table = pd.read_csv(tiny_study / "subjects.csv")
+    spec = read_spec(tiny_study / "cache" / "spec.json")
+    cell = spec.voxel_size**3
+    for row in table.head(2).itertuples():
+        img = nib.load(row.labels)
+        labels = np.asarray(img.dataobj)
+        voxel = float(np.prod(img.header.get_zooms()[:3]))
+        true = np.array([(labels == i).sum() * voxel for i in REGION_IDS])
+        cached = load_fractions(tiny_study / "cache", row.subject)
+        np.testing.assert_allclose(cached.class_volumes()[:68], true, rtol=1e-9)
+        dense = fill_background(dense_foreground(cached, spec.shape, cell))
+        np.testing.assert_allclose(dense[:68].sum(axis=(1, 2, 3), dtype=np.float64) * cell, true, rtol=1e-5)
+        assert dense.sum(axis=0).max() <= 1 + 1e-5 and dense[BACKGROUND_CLASS].min() >= 0
+        assert cached.count.dtype == np.uint16 and cached.klass.dtype == np.uint8
+        fresh = label_fractions(img, grid_affine(img, spec), spec.shape)
+        assert fresh.outside_mm3 == 0 and np.array_equal(fresh.count, cached.count)
+
+
+def test_fractions_of_a_region_off_the_grid_are_reported_lost() -> None:
+    from gmvol.data.fractions import label_fractions
+
+    labels = np.zeros((10, 10, 10), dtype=np.int32)
+    labels[0:2, 4:6, 4:6] = 1001   # 8 voxels, 4 of them left of the grid's first cell
+    img = nib.Nifti1Image(labels, np.eye(4))
+    grid = np.eye(4)
+    grid[0, 3] = 2.5               # the first cell is centred on x = 2.5: voxels x = 0, 1 fall off
+    fractions = label_fractions(img, grid, (8, 8, 8))
+    assert fractions.class_volumes()[0] == pytest.approx(0.0)
+    assert fractions.outside_mm3 == pytest.approx(8.0)

@@ -36,7 +36,7 @@ def boxed_input() -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("head", ["pool", "grid", "softcount"])
+@pytest.mark.parametrize("head", ["pool", "grid", "count"])
 def test_folded_and_cropped_meshnet_match_the_model(head: str) -> None:
     model = trained_like(head)
     x = boxed_input()

@@ -7,6 +7,8 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -26,8 +28,10 @@ from gmvol.models import (
 from gmvol.models.checkpoint import ModelFileError, load_model, save_model
 from gmvol.models.config import ARCH_NAMES
 from gmvol.models.fast_conv import relayout
-from gmvol.models.heads import PooledLinearHead
+from gmvol.models.heads import CountingHead, PooledLinearHead
 from gmvol.models.layers import ACTIVATIONS, SeparableAdaptiveAvgPool3d
+from gmvol.regions import REGION_COLUMNS
+from gmvol.tissue import N_CLASSES
 
 torch.set_num_threads(2)
 
@@ -93,7 +97,7 @@ def test_resnet_has_one_output_per_head_scale() -> None:
 
 # --- MeshNet heads and options -------------------------------------------------------------------
 
-@pytest.mark.parametrize("head", ["pool", "grid", "softcount"])
+@pytest.mark.parametrize("head", ["pool", "grid", "count"])
 @pytest.mark.parametrize("coord_channels", [False, True])
 def test_meshnet_heads(head: str, coord_channels: bool) -> None:
     cfg = MeshNetConfig(channels=6, dilations=(1, 2, 1), head=head, grid_size=2, coord_channels=coord_channels)
@@ -104,24 +108,42 @@ def test_meshnet_heads(head: str, coord_channels: bool) -> None:
         assert out.shape == (2, 68)
         # The pooling heads apply the 1x1x1 conv after pooling; it must equal applying it first.
         torch.testing.assert_close(out, model.head(model.features(x)), rtol=1e-5, atol=1e-5)
-    if head == "softcount":
+    if head == "count":
         with torch.no_grad():
-            logits = model.segment(x)
-            pred, logits2 = model.forward_with_logits(x)
-        assert logits.shape == (2, 69, 20, 24, 16)
-        torch.testing.assert_close(logits, logits2)
+            volumes, classes = model.segment(x)
+            model.head.emit_logits = True
+            pred, logits = model(x)
+        assert logits.shape == (2, N_CLASSES, 20, 24, 16) and classes.shape == (2, 20, 24, 16)
+        torch.testing.assert_close(classes, logits.argmax(dim=1))
         torch.testing.assert_close(pred, out)
+        torch.testing.assert_close(volumes, out)
     else:
-        with pytest.raises(TypeError, match="softcount"):
+        with pytest.raises(TypeError, match="head='count'"):
             model.segment(x)
 
 
-def test_softcount_set_affine_maps_fractions() -> None:
-    model = build_model(ModelConfig(n_outputs=3, meshnet=MeshNetConfig(channels=4, dilations=(1,),
-                                                                       head="softcount"))).eval()
-    model.head.set_affine(torch.zeros(3), torch.tensor([1.0, 2.0, 3.0]))
+def test_counting_head_is_exact_on_perfect_fractions(tiny_study: Path) -> None:
+    """Logits whose softmax is a subject's true class fractions give back its true volumes, in mm^3
+    and standardised with the buffers set_scaling stores."""
+    from gmvol.data.fractions import dense_foreground, fill_background
+    from gmvol.data.preprocess import load_fractions, read_spec
+
+    table = pd.read_csv(tiny_study / "subjects.csv")
+    subject = table["subject"].iloc[0]
+    true = table.loc[table["subject"] == subject, list(REGION_COLUMNS)].to_numpy(dtype=np.float64)[0]
+    spec = read_spec(tiny_study / "cache" / "spec.json")
+    cell = spec.voxel_size**3
+    fractions = fill_background(dense_foreground(load_fractions(tiny_study / "cache", subject), spec.shape, cell))
+    head = CountingHead(channels=4, n_outputs=68)
+    mean, std = true * 0.9, true * 0.1
+    head.set_scaling(torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32), cell)
+    logits = torch.log(torch.from_numpy(fractions))[None]  # softmax(log f) = f; log 0 = -inf gives 0
     with torch.no_grad():
-        torch.testing.assert_close(model(torch.randn(1, 1, 8, 8, 8)), torch.tensor([[1.0, 2.0, 3.0]]))
+        volumes = head.volumes(logits)[0].double().numpy()
+        standardized = head.standardize(head.volumes(logits))[0].double().numpy()
+    np.testing.assert_allclose(volumes, true, rtol=1e-4)
+    np.testing.assert_allclose(standardized, (true - mean) / std, atol=2e-3)
+    assert (true > 0).all()
 
 
 def test_pooled_head_commutes_with_pointwise_conv() -> None:
@@ -308,7 +330,7 @@ def test_config_round_trips_through_json() -> None:
     cfg = ModelConfig(
         name="resnet", n_outputs=12,
         meshnet=MeshNetConfig(channels=30, dilations=(1, 2, 4, 8, 16, 8, 4, 2, 1), activation="elu",
-                              head="softcount", coord_channels=True, checkpointing=True, fast_dilation=False),
+                              head="count", coord_channels=True, checkpointing=True, fast_dilation=False),
         baseline=BaselineConfig(width=0.5, dropout=0.1),
         resnet=ResNetConfig(base_channels=8, n_stages=3, n_heads=2, combine="sum"))
     d = model_config_to_dict(cfg)

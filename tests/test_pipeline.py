@@ -28,26 +28,27 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_repro_writes_every_stage_output(study: Path) -> None:
     data = study / "data"
     for rel in ("synthetic/sub-0001/mri/orig.mgz", "cohort_stats.json", "subjects.csv", "excluded.csv",
-                "split/train.csv", "split/test.csv", "cache/spec.json", "models/meshnet/model.pt",
-                "models/baseline/model.json", "train/meshnet/curves.csv", "eval/meshnet/metrics.json",
-                "eval/baseline/boxplot.png", "saliency/meshnet/focus.csv", "saliency/meshnet/best.png",
+                "split/train.csv", "split/test.csv", "cache/spec.json", "models/meshnet_grid/model.pt",
+                "models/baseline/model.json", "train/meshnet_grid/curves.csv", "eval/meshnet_grid/metrics.json",
+                "eval/baseline/boxplot.png", "saliency/meshnet_grid/focus.csv", "saliency/meshnet_count/best.png",
                 "report/index.html", "heldout_anatomy/ho-0001/mri/orig.mgz", "heldout_anatomy/cohort.csv",
-                "cohort_montage.png", "eval/meshnet/heldout_predictions.csv"):
+                "cohort_montage.png", "eval/meshnet_grid/heldout_predictions.csv", "extrapolation/cohort.csv",
+                "eval/meshnet_count/extrapolation_predictions.csv", "models/meshnet_count/model.pt"):
         assert (data / rel).is_file(), rel
-    scores = json.loads((data / "eval" / "meshnet" / "scores.json").read_text())
-    assert set(scores) == {"model", "mean_predictor", "total_scaling", "heldout_anatomy"}
+    scores = json.loads((data / "eval" / "meshnet_grid" / "scores.json").read_text())
+    assert set(scores) == {"model", "mean_predictor", "total_scaling", "heldout_anatomy", "extrapolation"}
     held = scores["heldout_anatomy"]
     assert set(held) == {"model", "mean_predictor", "total_scaling"}
     assert held["mean_predictor"]["normalized_loss"] > 0 and "hemisphere_error_median" in held["model"]
     assert {"normalized_loss", "r2_median", "icc_median", "hemisphere_error_median",
             "seconds_per_scan_end_to_end"} <= set(scores["model"])
-    headline = json.loads((data / "eval" / "meshnet" / "metrics.json").read_text())
+    headline = json.loads((data / "eval" / "meshnet_grid" / "metrics.json").read_text())
     assert headline["nl"] == pytest.approx(scores["model"]["normalized_loss"], rel=1e-3)
     baseline = json.loads((data / "eval" / "mean_predictor" / "scores.json").read_text())
     assert baseline == scores["mean_predictor"]  # scored once for the study, the same as per model
     page = (data / "report" / "index.html").read_text()
     assert 'id="heldout"' in page
-    for png in ("eval/meshnet/boxplot.png", "eval/baseline/scatter.png", "saliency/meshnet/worst.png",
+    for png in ("eval/meshnet_grid/boxplot.png", "eval/baseline/scatter.png", "saliency/meshnet_count/worst.png",
                 "cohort_montage.png"):
         embedded = base64.b64encode((data / png).read_bytes()).decode()
         assert f"data:image/png;base64,{embedded}" in page, f"{png} is not shown in the report"
@@ -90,7 +91,7 @@ def test_a_fresh_clone_reproduces_every_model_and_cache_byte_for_byte(study: Pat
     other = make_study(tmp_path / "clone")
     dvc("repro", cwd=other)
     first, second = lock_hashes(study), lock_hashes(other)
-    assert first.keys() == second.keys() and {"data/cache", "data/models/meshnet"} <= first.keys()
+    assert first.keys() == second.keys() and {"data/cache", "data/models/meshnet_count"} <= first.keys()
     assert {k for k in first if first[k] != second[k]} == set()
 
 
@@ -105,15 +106,15 @@ def lock_hashes(study: Path) -> dict[str, str]:
 def test_metrics_and_plots_commands(study: Path) -> None:
     shown = json.loads(dvc("metrics", "show", "--json", cwd=study).stdout)
     files = next(iter(shown.values()))["data"]
-    assert set(files) == {f"data/eval/{p}/metrics.json" for p in ("meshnet", "baseline", "mean_predictor",
-                                                                  "total_scaling")}
+    models = ("meshnet_count", "meshnet_grid", "baseline")
+    assert set(files) == {f"data/eval/{p}/metrics.json" for p in (*models, "mean_predictor", "total_scaling")}
     for name, entry in files.items():  # the test-split headline in every row, one row per predictor
         data = entry["data"]
-        is_model = name.split("/")[2] in ("meshnet", "baseline")
-        assert set(data) == set(HEADLINE) | ({"heldout_anatomy"} if is_model else set()), name
-        if is_model:  # and the held-out anatomy, with the same baselines, beside it
-            assert set(data["heldout_anatomy"]) == {"model", "mean_predictor", "total_scaling"}
-            assert all(set(block) == set(HEADLINE) for block in data["heldout_anatomy"].values())
+        is_model = name.split("/")[2] in models
+        assert set(data) == set(HEADLINE) | ({"heldout_anatomy", "extrapolation"} if is_model else set()), name
+        for extra in ("heldout_anatomy", "extrapolation") if is_model else ():  # with the same baselines
+            assert set(data[extra]) == {"model", "mean_predictor", "total_scaling"}
+            assert all(set(block) == set(HEADLINE) for block in data[extra].values())
     table = dvc("metrics", "show", cwd=study).stdout.splitlines()
     assert len(table) == 1 + len(files), table
     out = study / "plots"
@@ -133,7 +134,7 @@ def test_an_experiment_and_the_readme_comparisons_fit_a_terminal(study: Path) ->
     run(["git", "commit", "-qm", "baseline run"], study)
     lr = yaml.safe_load((study / "params.yaml").read_text())["train"]["lr"] * 3
     rerun = dvc("exp", "run", "-S", f"train.lr={lr}", cwd=study).stdout
-    assert "train@meshnet" in rerun and "Running stage 'synthesize'" not in rerun
+    assert "train@meshnet_count" in rerun and "Running stage 'synthesize'" not in rerun
     words = readme_exp_show()
     shown = run([sys.executable, "-m", "dvc", *words[1:], "--no-pager"], study, env={"COLUMNS": "120"}).stdout
     rows = [ln for ln in shown.splitlines() if any(ch.isdigit() for ch in ln) and "metrics.json" not in ln]
@@ -142,8 +143,9 @@ def test_an_experiment_and_the_readme_comparisons_fit_a_terminal(study: Path) ->
     assert "metrics.json:nl" in shown and "metrics.json:r2" in shown and "train.lr" in shown
     diff = dvc("metrics", "diff", "HEAD", "--json", cwd=study).stdout
     changed = json.loads(diff)
-    assert "data/eval/meshnet/metrics.json" in changed
-    held = {f"heldout_anatomy.{p}.{k}" for p in ("model", "mean_predictor", "total_scaling") for k in HEADLINE}
-    assert set(changed["data/eval/meshnet/metrics.json"]) <= set(HEADLINE) | held
+    assert "data/eval/meshnet_count/metrics.json" in changed
+    extra = {f"{s}.{p}.{k}" for s in ("heldout_anatomy", "extrapolation")
+             for p in ("model", "mean_predictor", "total_scaling") for k in HEADLINE}
+    assert set(changed["data/eval/meshnet_count/metrics.json"]) <= set(HEADLINE) | extra
     assert "data/eval/mean_predictor/metrics.json" not in changed  # the baselines do not train
     assert "train.lr" in dvc("params", "diff", "HEAD", cwd=study).stdout

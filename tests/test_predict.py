@@ -280,3 +280,28 @@ def test_bids_derivatives(tmp_path: Path, model_dir: Path, capsys: pytest.Captur
     assert description["GeneratedBy"][0]["Name"] == "gmvol" and description["GeneratedBy"][0]["Version"]
     # a second run sees derivatives/ but still only the raw subjects
     assert [s for s, _ in discover_inputs([root])] == ids
+
+
+def test_label_maps_go_back_to_the_input_grid_by_nearest_cell() -> None:
+    """A model-grid cell's class lands on exactly the input voxels whose centres lie in that cell,
+    with its FreeSurfer id, for an input that is oblique, flipped and finer than the grid."""
+    from nibabel.affines import from_matvec
+    from scipy.spatial.transform import Rotation
+
+    from gmvol.data.preprocess import PreprocessSpec, grid_affine
+    from gmvol.segmentation import labels_in_input_space
+    from gmvol.tissue import CLASS_IDS
+
+    spec = PreprocessSpec(voxel_size=8.0, shape=(10, 12, 9))
+    linear = Rotation.from_euler("xyz", [10, -5, 20], degrees=True).as_matrix() @ np.diag([-2.0, 2.0, 3.0])
+    img = nib.Nifti1Image(np.zeros((40, 44, 30), np.float32), from_matvec(linear, [60.0, -40.0, -30.0]))
+    grid = grid_affine(img, spec)
+    classes = np.full(spec.shape, 68, dtype=np.uint8)   # background
+    classes[4, 5, 4] = 3                                  # one cell of lh_cuneus
+    labels = labels_in_input_space(classes, grid, img.affine, img.shape)
+    assert labels.shape == img.shape
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in img.shape], indexing="ij"), axis=-1).reshape(-1, 3)
+    cells = np.floor(nib.affines.apply_affine(np.linalg.inv(grid) @ img.affine, ijk) + 0.5).astype(int)
+    inside = (cells == [4, 5, 4]).all(axis=1).reshape(img.shape)
+    assert inside.sum() > 10
+    assert (labels[inside] == CLASS_IDS[3]).mean() > 0.97 and (labels[~inside] == 0).mean() > 0.999

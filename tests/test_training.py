@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,8 +13,8 @@ import torch
 
 from gmvol.data.dataset import AugmentConfig, TargetScaler, VolumeDataset, flip_left_right, shift
 from gmvol.data.preprocess import PreprocessSpec
-from gmvol.models import model_config_from_dict
-from gmvol.models.checkpoint import load_model
+from gmvol.models import build_model, model_config_from_dict
+from gmvol.models.checkpoint import ModelFileError, load_model, save_model
 from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
 from gmvol.training.config import TrainConfig
@@ -122,6 +124,69 @@ def test_two_epochs_lower_the_loss_and_the_model_round_trips(tiny_study: Path) -
     again = Predictor(out, device="cpu").predict_files([Path(p) for p in test["t1"]], test["subject"].tolist())
     pd.testing.assert_frame_equal(first, again)
     assert (first[list(REGION_COLUMNS)] > 0).all().all()
+
+
+COUNTING = {"name": "meshnet", "meshnet": {"channels": 6, "dilations": [1, 2, 1], "head": "count"}}
+
+
+def test_flips_and_shifts_move_the_class_fractions_with_the_image_and_targets(tiny_study: Path) -> None:
+    """Every flipped or plain draw keeps the identity: the fractions' regional sums are the
+    (swapped) targets, so the two losses of a counting model never disagree. (A shift moves the
+    fractions as `shift` moves the image; at this test's 10 mm it would push cortex off the grid.)"""
+    from gmvol.data.dataset import CachedFractions, load_images, volumes_of
+    from gmvol.data.preprocess import read_spec
+
+    table = pd.read_csv(tiny_study / "split" / "train.csv").head(2)
+    spec = read_spec(tiny_study / "cache" / "spec.json")
+    subjects = table["subject"].tolist()
+    scaler = TargetScaler.fit(volumes_of(table) * np.linspace(0.9, 1.1, 2)[:, None])
+    data = VolumeDataset(load_images(tiny_study / "cache", subjects), volumes_of(table), scaler,
+                         AugmentConfig(flip=True, shift_voxels=0, intensity=0.0),
+                         CachedFractions(tiny_study / "cache", subjects), spec.voxel_size**3)
+    torch.manual_seed(0)
+    flipped = set()
+    for _ in range(8):
+        item = data[0]
+        counted = item["fractions"][:68].double().sum(dim=(1, 2, 3)).numpy() * spec.voxel_size**3
+        np.testing.assert_allclose(counted, scaler.inverse(item["target"].double().numpy()), rtol=1e-4)
+        torch.testing.assert_close(item["fractions"].sum(dim=0), torch.ones(spec.shape), atol=1e-5, rtol=0)
+        flipped.add(bool(np.isclose(counted[0], volumes_of(table)[0, 34])))
+    assert flipped == {True, False}  # both flipped and plain draws were checked
+
+
+def test_a_counting_model_trains_on_both_losses_and_writes_label_maps(tiny_study: Path, tmp_path: Path) -> None:
+    from gmvol.predict import Predictor
+    from gmvol.tissue import CLASS_IDS
+
+    cfg = TrainConfig(epochs=3, batch_size=2, lr=0.01, scheduler="constant", seed=1, volume_weight=0.01,
+                      augment=AugmentConfig(flip=True, shift_voxels=1, intensity=0.0))
+    out = tmp_path / "meshnet_count"
+    train_model(model_config_from_dict(COUNTING), cfg, tiny_study / "split" / "train.csv", tiny_study / "cache",
+                out, tmp_path / "curves.csv", tmp_path / "metrics.json")
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert {"train_loss", "train_segmentation_loss", "valid_segmentation_loss"} <= set(curves.columns)
+    assert curves["train_segmentation_loss"].iloc[-1] < curves["train_segmentation_loss"].iloc[0]
+    model, _ = load_model(out)
+    assert float(model.head.voxel_mm3) == 1000.0 and float(model.head.target_std.min()) > 1.0  # restored buffers
+
+    test = pd.read_csv(tiny_study / "split" / "test.csv")
+    seg = tmp_path / "seg"
+    predictor = Predictor(out, device="cpu", seg_dir=seg)
+    table = predictor.predict_files([Path(p) for p in test["t1"]], test["subject"].tolist())
+    plain = Predictor(out, device="cpu").predict_files([Path(p) for p in test["t1"]], test["subject"].tolist())
+    pd.testing.assert_frame_equal(table, plain)  # --seg changes no volume
+    for subject, t1 in zip(test["subject"], test["t1"]):
+        written, scan = nib.load(seg / f"{subject}_aparc+aseg.mgz"), nib.load(t1)
+        assert written.shape == scan.shape and np.allclose(written.affine, scan.affine)
+        ids = np.unique(np.asarray(written.dataobj))
+        assert set(ids.tolist()) <= set(CLASS_IDS)
+    regression = tmp_path / "meshnet_grid"
+    grid_cfg = model_config_from_dict(MESHNET)
+    metadata = {k: v for k, v in json.loads((out / "model.json").read_text()).items()
+                if k not in ("format_version", "model")}
+    save_model(regression, build_model(grid_cfg).eval(), grid_cfg, metadata)
+    with pytest.raises(ModelFileError, match="counting model"):
+        Predictor(regression, device="cpu", seg_dir=seg)
 
 
 def _fit(study: Path, out: Path, **overrides: object) -> dict[str, torch.Tensor]:

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--dask", metavar="ADDRESS",
                          help="spread the scans over a Dask cluster: tcp://HOST:PORT (a running scheduler, "
                               "e.g. dask-jobqueue's SLURMCluster) or local:N (N local worker processes)")
+    predict.add_argument("--seg", type=Path, metavar="DIR",
+                         help="also write each scan's label map as DIR/<id>_aparc+aseg.mgz (FreeSurfer LUT "
+                              "ids, in the scan's own space and grid); needs a counting model (meshnet_count)")
     predict.add_argument("--verbose", action="store_true", help="per-scan timing on stderr")
     predict.add_argument("--debug", action="store_true", help="show tracebacks with errors")
     predict.add_argument("--bids-derivatives", action="store_true",
@@ -133,7 +136,7 @@ def _error(message: str, exc: BaseException | None = None, debug: bool = False) 
 
 def _timing_line(result: ScanResult) -> str:
     return (f"{result.subject}: load {result.load_s:.3f} s, preprocess {result.preprocess_s:.3f} s, "
-            f"forward {result.forward_s:.3f} s")
+            f"forward {result.forward_s:.3f} s" + (f", label map {result.seg_s:.3f} s" if result.seg_s else ""))
 
 
 def _bids_root(args: argparse.Namespace) -> Path | None:
@@ -195,7 +198,8 @@ def _report_failures(failures: list[ScanResult], n_scans: int, args: argparse.Na
 def _settings(args: argparse.Namespace) -> PredictorSettings:
     return PredictorSettings(str(args.model), device=args.device, batch_size=args.batch_size,
                              precision=args.precision,
-                             crop_threshold=None if args.crop_threshold < 0 else args.crop_threshold)
+                             crop_threshold=None if args.crop_threshold < 0 else args.crop_threshold,
+                             seg_dir=None if args.seg is None else str(args.seg))
 
 
 def _open_ledger(args: argparse.Namespace, settings: PredictorSettings) -> Ledger | None:
@@ -203,6 +207,7 @@ def _open_ledger(args: argparse.Namespace, settings: PredictorSettings) -> Ledge
     if not args.out:
         return None
     numbers = {"precision": settings.precision, "crop_threshold": settings.crop_threshold,
+               "seg_dir": settings.seg_dir,  # a resumed --seg run must not skip scans without label maps
                "device": settings.device}
     ledger = Ledger.open(ledger_path(args.out), fingerprint(args.model, numbers))
     return ledger
@@ -320,7 +325,8 @@ def run_predict(args: argparse.Namespace) -> int:
         means = timings[timings["error"] == ""].mean(numeric_only=True)
         print(f"gmvol predict: {len(results)} scan(s) in {time.perf_counter() - started:.2f} s "
               f"({args.dask or predictor.device}); mean per scan: load {means.get('load_s', 0):.3f} s, "
-              f"preprocess {means.get('preprocess_s', 0):.3f} s, forward {means.get('forward_s', 0):.3f} s",
+              f"preprocess {means.get('preprocess_s', 0):.3f} s, forward {means.get('forward_s', 0):.3f} s"
+              + (f", label map {means.get('seg_s', 0):.3f} s" if args.seg else ""),
               file=sys.stderr)
     if failures:
         _report_failures(failures, len(scans), args)

@@ -14,6 +14,11 @@ from pathlib import Path
 HELDOUT_BLOCK = "heldout_anatomy"
 """The scores.json / metrics.json key of the held-out-anatomy set's predictors (written by
 evaluate, read by the report)."""
+EXTRAPOLATION_BLOCK = "extrapolation"
+"""The same for the size-extrapolation set."""
+SET_PREDICTIONS: dict[str, str] = {HELDOUT_BLOCK: "heldout_predictions.csv",
+                                   EXTRAPOLATION_BLOCK: "extrapolation_predictions.csv"}
+"""The predictions file of each extra evaluation set."""
 
 PANEL_ROLES: tuple[str, ...] = ("best", "median", "worst")
 """The saliency panels: the regions with the lowest, median and highest normalized loss."""
@@ -33,13 +38,18 @@ class EvalFiles:
     metrics = _file("metrics.json")
     scores = _file("scores.json")
     predictions = _file("predictions.csv")
-    heldout_predictions = _file("heldout_predictions.csv")
+    heldout_predictions = _file(SET_PREDICTIONS[HELDOUT_BLOCK])
+    extrapolation_predictions = _file(SET_PREDICTIONS[EXTRAPOLATION_BLOCK])
     regions = _file("regions.csv")
     regions_all = _file("regions_all.csv")
     normalized_loss_table = _file("normalized_loss.csv")
     boxplot = _file("boxplot.png")
     scatter = _file("scatter.png")
     normalized_loss_plot = _file("normalized_loss.png")
+
+    def set_predictions(self, block: str) -> Path:
+        """The predictions file of an extra evaluation set (a key of SET_PREDICTIONS)."""
+        return self.folder / SET_PREDICTIONS[block]
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,13 @@ import pandas as pd
 import torch
 
 from gmvol.data.dataset import TargetScaler
-from gmvol.data.preprocess import PreprocessSpec, preprocess_image
+from gmvol.data.preprocess import PreprocessSpec, grid_affine, preprocess_image
 from gmvol.heap import retain_freed_memory
 from gmvol.io import InputError, load_t1
 from gmvol.models.budget import check_grid
 from gmvol.models.checkpoint import CONFIG_FILE, ModelFileError, load_model
 from gmvol.models.config import model_config_from_dict
+from gmvol.models.heads import CountingHead
 from gmvol.models.inference import inference_model
 from gmvol.precision import autocast, check_precision
 from gmvol.qc import (
@@ -43,10 +44,11 @@ from gmvol.qc import (
     read_reference,
 )
 from gmvol.regions import REGION_COLUMNS
+from gmvol.segmentation import seg_path, write_segmentation
 
 T1_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mgz", ".mgh")
 FREESURFER_T1 = Path("mri") / "orig.mgz"
-TIMING_COLUMNS: tuple[str, ...] = ("load_s", "preprocess_s", "forward_s")
+TIMING_COLUMNS: tuple[str, ...] = ("load_s", "preprocess_s", "forward_s", "seg_s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,6 +167,9 @@ class ScanResult:
     preprocess_s: float = 0.0
     forward_s: float = 0.0
     qc: dict[str, float] = field(default_factory=dict)
+    grids: tuple[np.ndarray, np.ndarray, tuple[int, ...]] | None = None
+    """(model-grid affine, input affine, input shape): where a label map goes back to (--seg)."""
+    seg_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -188,7 +193,9 @@ def _prepare(subject: str, path: Path, spec: PreprocessSpec,
         error = InputError(path, f"preprocessing failed ({type(exc).__name__}: {exc})")
         error.__cause__ = exc  # keeps the original traceback for --debug
         return ScanResult(subject, path, None, error, loaded - start, time.perf_counter() - loaded), None
-    return ScanResult(subject, path, None, None, loaded - start, time.perf_counter() - loaded, qc=scores), image
+    grids = (grid_affine(img, spec), np.asarray(img.affine), tuple(img.shape[:3]))
+    return ScanResult(subject, path, None, None, loaded - start, time.perf_counter() - loaded, qc=scores,
+                      grids=grids), image
 
 
 def _read_metadata(metadata: dict, path: Path) -> tuple[PreprocessSpec, TargetScaler]:
@@ -232,6 +239,7 @@ class PredictorSettings:
     batch_size: int = 4
     crop_threshold: float | None = 0.0
     precision: str = "fp32"
+    seg_dir: str | None = None
 
     def build(self) -> Predictor:
         return Predictor(**asdict(self))
@@ -242,7 +250,7 @@ class Predictor:
 
     def __init__(self, model_dir: str | os.PathLike[str], device: str = "auto", batch_size: int = 4,
                  workers: int = 2, crop_threshold: float | None = 0.0, precision: str = "fp32",
-                 retain_memory: bool = True) -> None:
+                 retain_memory: bool = True, seg_dir: str | os.PathLike[str] | None = None) -> None:
         """Load model.pt/model.json once; raises `ModelFileError` for a bad model directory.
 
         `crop_threshold`: run a MeshNet on the bounding box of the voxels above it only (0: exact,
@@ -252,6 +260,8 @@ class Predictor:
         benchmarks/README.md.
         `retain_memory` (CPU): keep freed activation memory for the next scan instead of
         page-faulting it back in (`gmvol.heap`).
+        `seg_dir`: also write each scan's argmax label map there (`gmvol.segmentation`); needs a
+        counting model (head 'count').
         """
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be at least 1")
@@ -264,6 +274,10 @@ class Predictor:
         model, self.metadata = load_model(self.model_dir, map_location="cpu")
         self.spec, self.scaler = _read_metadata(self.metadata, self.model_dir / CONFIG_FILE)
         self.qc_reference = read_reference(self.model_dir)
+        self.seg_dir = None if seg_dir is None else Path(seg_dir)
+        if self.seg_dir is not None and not isinstance(getattr(model, "head", None), CountingHead):
+            raise ModelFileError(self.model_dir / CONFIG_FILE, "--seg needs a counting model (meshnet head 'count'), "
+                                 "which segments; this model only regresses volumes")
         self.model = inference_model(model, crop_threshold).to(self.device).eval()
         if self.device.type == "cuda":  # cuDNN's fast 3D kernels (tensor cores) want channels_last
             self.model = self.model.to(memory_format=torch.channels_last_3d)
@@ -278,6 +292,14 @@ class Predictor:
         with torch.inference_mode(), autocast(self.device.type, self.precision):
             standardized = self.model(batch).float().cpu().numpy().astype(np.float64)
         return self.scaler.inverse(standardized)
+
+    def segment_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One preprocessed image -> (68,) volumes in mm^3 and its class map on the model grid."""
+        batch = torch.from_numpy(image[None, None]).to(self.device)
+        with torch.inference_mode(), autocast(self.device.type, self.precision):
+            standardized, classes = self.model.segment(batch)
+        volumes = self.scaler.inverse(standardized.float().cpu().numpy().astype(np.float64))[0]
+        return volumes, classes[0].cpu().numpy().astype(np.uint8)
 
     def predict_array(self, image: np.ndarray) -> np.ndarray:
         """One preprocessed image -> (68,) volumes, alone in its batch (see the module docstring)."""
@@ -326,14 +348,21 @@ class Predictor:
                 yield result
                 continue
             start = time.perf_counter()
-            values = self.predict_array(image)
+            seg_s = 0.0
+            if self.seg_dir is not None and result.grids is not None:
+                values, classes = self.segment_array(image)
+                seg_start = time.perf_counter()
+                write_segmentation(classes, *result.grids, seg_path(self.seg_dir, result.subject))
+                seg_s = time.perf_counter() - seg_start
+            else:
+                values = self.predict_array(image)
             flipped = self.predict_array(mirrored(image, self.spec)) if self.qc_reference else None
-            forward_s = time.perf_counter() - start
+            forward_s = time.perf_counter() - start - seg_s
             problem = implausible_prediction(values)
             scores = {**result.qc, **prediction_scores(values, flipped, self.qc_reference)}
             yield ScanResult(result.subject, result.path, None if problem else values,
                              InputError(result.path, problem) if problem else None,
-                             result.load_s, result.preprocess_s, forward_s, scores)
+                             result.load_s, result.preprocess_s, forward_s, scores, seg_s=seg_s)
 
     def predict_files(self, paths: list[Path], subjects: list[str],
                       on_result: Callable[[ScanResult], None] | None = None) -> pd.DataFrame:
@@ -382,6 +411,6 @@ def volumes_table(results: Iterable[ScanResult], reference: QCReference | None =
 def timings_table(results: Iterable[ScanResult]) -> pd.DataFrame:
     """subject, path, load_s, preprocess_s, forward_s and error ('' when fine), one row per scan."""
     return pd.DataFrame(
-        [(r.subject, str(r.path), r.load_s, r.preprocess_s, r.forward_s, r.error.reason if r.error else "")
+        [(r.subject, str(r.path), r.load_s, r.preprocess_s, r.forward_s, r.seg_s, r.error.reason if r.error else "")
          for r in results],
         columns=["subject", "path", *TIMING_COLUMNS, "error"])

@@ -29,11 +29,10 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.affines import apply_affine, rescale_affine
-from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+from nibabel.affines import apply_affine
 
 from gmvol.config import ConfigError, jsonable, parse
-from gmvol.data.preprocess import PreprocessSpec
+from gmvol.data.preprocess import PreprocessSpec, grid_affine
 from gmvol.regions import mirror_permutation
 
 QC_FILE = "qc.json"
@@ -101,8 +100,7 @@ def edge_share(image: np.ndarray) -> float:
 
 def fov_coverage(img: nib.spatialimages.SpatialImage, spec: PreprocessSpec) -> float:
     """Share of the model grid (placed as preprocessing places it) inside the scan's voxels."""
-    reoriented = img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(spec.orientation)))
-    target = rescale_affine(reoriented.affine, reoriented.shape[:3], (spec.voxel_size,) * 3, spec.shape)
+    target = grid_affine(img, spec)
     axes = [np.linspace(0, n - 1, LATTICE) for n in spec.shape]
     points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     voxels = apply_affine(np.linalg.inv(img.affine) @ target, points)

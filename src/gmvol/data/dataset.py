@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from gmvol.data.preprocess import load_cached
+from gmvol.data.fractions import SparseFractions, dense_foreground, fill_background, mirror_fractions
+from gmvol.data.preprocess import load_cached, load_fractions
 from gmvol.regions import REGION_COLUMNS, mirror_permutation
 
 
@@ -56,24 +57,31 @@ def flip_left_right(image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, 
 
 
 def shift(image: np.ndarray, offsets: tuple[int, ...]) -> np.ndarray:
-    """Translate by whole voxels with zero fill (no interpolation, so it is exact and cheap)."""
+    """Translate the last three axes by whole voxels with zero fill (no interpolation, so it is
+    exact and cheap); leading axes (classes) move together."""
     out = np.zeros_like(image)
-    src = tuple(slice(max(0, -o), n - max(0, o)) for o, n in zip(offsets, image.shape))
-    dst = tuple(slice(max(0, o), n - max(0, -o)) for o, n in zip(offsets, image.shape))
-    out[dst] = image[src]
+    spatial = image.shape[-3:]
+    src = tuple(slice(max(0, -o), n - max(0, o)) for o, n in zip(offsets, spatial))
+    dst = tuple(slice(max(0, o), n - max(0, -o)) for o, n in zip(offsets, spatial))
+    out[(..., *dst)] = image[(..., *src)]
     return out
 
 
-def augment(image: np.ndarray, target: np.ndarray, cfg: AugmentConfig,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(image: np.ndarray, target: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
+            fractions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One random draw of `cfg` applied to the image, its targets and (when given) its class
+    fractions alike: a flip swaps lh/rh targets and classes, a shift moves the fractions too."""
     if cfg.flip and rng.random() < 0.5:
         image, target = flip_left_right(image, target)
+        fractions = None if fractions is None else mirror_fractions(fractions)
     if cfg.shift_voxels:
-        image = shift(image, tuple(rng.integers(-cfg.shift_voxels, cfg.shift_voxels + 1, size=3)))
+        offsets = tuple(rng.integers(-cfg.shift_voxels, cfg.shift_voxels + 1, size=3))
+        image = shift(image, offsets)
+        fractions = None if fractions is None else shift(fractions, offsets)
     if cfg.intensity:
         gamma, gain = np.exp(rng.normal(0.0, cfg.intensity, size=2))
         image = np.clip(np.power(image, gamma) * gain, 0.0, 1.0).astype(np.float32)
-    return image, target
+    return image, target, fractions
 
 
 def load_images(cache_dir: Path, subjects: list[str]) -> np.ndarray:
@@ -96,28 +104,57 @@ class CachedImages(Sequence):
         return load_cached(self.cache_dir, self.subjects[index])["image"]
 
 
+class CachedFractions(Sequence):
+    """The cached partial-volume targets of `subjects`, sparse; held in memory (a few hundred kB
+    a subject at 5 mm) or, with `preload` False, read on access like :class:`CachedImages`."""
+
+    def __init__(self, cache_dir: Path, subjects: list[str], preload: bool = True) -> None:
+        self.cache_dir, self.subjects = Path(cache_dir), list(subjects)
+        self.held = [load_fractions(self.cache_dir, s) for s in self.subjects] if preload else None
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __getitem__(self, index: int) -> SparseFractions:  # type: ignore[override]
+        return self.held[index] if self.held is not None else load_fractions(self.cache_dir, self.subjects[index])
+
+
 class VolumeDataset(Dataset):
     """(image (1, D, H, W), standardised targets (68,)) pairs from cached images, held in memory
-    (an array) or read on access (:class:`CachedImages`)."""
+    (an array) or read on access (:class:`CachedImages`); with `fractions` also each image's
+    dense class fractions (N_CLASSES, D, H, W) for a counting model's per-voxel loss."""
 
     def __init__(self, images: np.ndarray | CachedImages, volumes: np.ndarray, scaler: TargetScaler,
-                 augment_cfg: AugmentConfig | None = None) -> None:
+                 augment_cfg: AugmentConfig | None = None, fractions: CachedFractions | None = None,
+                 cell_mm3: float = 1.0) -> None:
         self.images = images
-        self.targets = scaler.transform(volumes)
+        self.volumes = np.asarray(volumes, dtype=np.float64)
+        self.scaler = scaler
+        self.targets = scaler.transform(self.volumes)
         self.augment_cfg = augment_cfg
+        self.fractions = fractions
+        self.cell_mm3 = cell_mm3
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image, target = self.images[index], self.targets[index]
+        fractions = (None if self.fractions is None
+                     else dense_foreground(self.fractions[index], image.shape, self.cell_mm3))
         if self.augment_cfg is not None:
             # torch's generator is seeded by the runner (and per loader worker), so draws are
             # reproducible yet differ between epochs
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
-            image, target = augment(image, target, self.augment_cfg, rng)
-        return {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
+            # in mm^3, then standardised: a flip moves rh volumes into lh columns, whose mean and
+            # spread differ (mirroring standardised values would mis-scale them)
+            image, volumes, fractions = augment(image, self.volumes[index], self.augment_cfg, rng, fractions)
+            target = self.scaler.transform(volumes)
+        item = {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
                 "target": torch.from_numpy(np.ascontiguousarray(target))}
+        if fractions is not None:
+            item["fractions"] = torch.from_numpy(np.ascontiguousarray(fill_background(fractions)))
+        return item
 
 
 def volumes_of(table: pd.DataFrame) -> np.ndarray:

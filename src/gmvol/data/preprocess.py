@@ -21,6 +21,7 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from nibabel.processing import conform, smooth_image
 
 from gmvol.config import jsonable, parse
+from gmvol.data.fractions import SparseFractions, label_fractions
 from gmvol.io import InputError, atomic_dir, load_volume, write_json
 from gmvol.parallel import Executor, check_executor, parallel_map, resolve_workers
 
@@ -69,6 +70,7 @@ class PreprocessConfig(PreprocessSpec):
     """The `preprocess` params section: the spec, and how many processes (or which Dask
     cluster) build the cache."""
 
+    fraction_step_mm: float = 1.0  # partial-volume targets: label voxels split into points this far apart
     workers: int = 0              # 0: one per CPU core
     executor: Executor = "local"  # or dask: the subjects run on the cluster at dask_address
     dask_address: str = ""        # tcp://HOST:PORT or local:N (gmvol.distributed)
@@ -76,11 +78,25 @@ class PreprocessConfig(PreprocessSpec):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_executor(self.executor, self.dask_address)
+        if self.fraction_step_mm <= 0:
+            raise ValueError(f"fraction_step_mm must be > 0, got {self.fraction_step_mm}")
 
     @property
     def spec(self) -> PreprocessSpec:
         """The spec alone (what the cache and the models store)."""
         return PreprocessSpec(**{f.name: getattr(self, f.name) for f in fields(PreprocessSpec)})
+
+
+def reoriented_to(img: nib.spatialimages.SpatialImage, spec: PreprocessSpec) -> nib.spatialimages.SpatialImage:
+    """`img` with its axes flipped and permuted to the spec's orientation (no resampling)."""
+    return img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(spec.orientation)))
+
+
+def grid_affine(img: nib.spatialimages.SpatialImage, spec: PreprocessSpec) -> np.ndarray:
+    """The voxel-to-world affine of the model grid that preprocessing puts `img` on: the spec's
+    voxels and shape, centred on the scan's field of view, as `nibabel.processing.conform` does."""
+    reoriented = reoriented_to(img, spec)
+    return rescale_affine(reoriented.affine, reoriented.shape[:3], (spec.voxel_size,) * 3, spec.shape)
 
 
 def grid_aligned(img: nib.Nifti1Image, spec: PreprocessSpec) -> np.ndarray | None:
@@ -91,8 +107,8 @@ def grid_aligned(img: nib.Nifti1Image, spec: PreprocessSpec) -> np.ndarray | Non
     interpolation returns the voxel values themselves, so flipping, permuting and crop/padding
     (zeros outside, as conform's cval) give the same array in a fraction of the time.
     """
-    reoriented = img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(spec.orientation)))
-    target = rescale_affine(reoriented.affine, reoriented.shape, (spec.voxel_size,) * 3, spec.shape)
+    reoriented = reoriented_to(img, spec)
+    target = grid_affine(img, spec)
     voxel_map = np.linalg.inv(reoriented.affine) @ target
     shift = np.round(voxel_map[:3, 3])
     if not (np.allclose(voxel_map[:3, :3], np.eye(3), atol=1e-6) and np.allclose(voxel_map[:3, 3], shift, atol=1e-4)):
@@ -140,16 +156,23 @@ def preprocess_labels(img: nib.Nifti1Image, spec: PreprocessSpec) -> np.ndarray:
     return resample(img, spec, order=0).astype(np.int16)
 
 
-def cache_subject(row: dict, spec: PreprocessSpec, out_dir: Path) -> str:
-    """Write `<subject>.npz` with `image` and, when the subject has one, `labels`."""
+def cache_subject(row: dict, spec: PreprocessSpec, out_dir: Path, fraction_step_mm: float = 1.0) -> str:
+    """Write `<subject>.npz` with `image` and, when the subject has a label map, `labels`
+    (nearest neighbour) and its partial-volume class fractions (`gmvol.data.fractions`)."""
     arrays = {"image": preprocess_image(load_volume(row["t1"]), spec)}
     if isinstance(row.get("labels"), str) and row["labels"]:
-        arrays["labels"] = preprocess_labels(load_volume(row["labels"], dtype=np.int32), spec)
+        labels = load_volume(row["labels"], dtype=np.int32)
+        arrays["labels"] = preprocess_labels(labels, spec)
+        fractions = label_fractions(labels, grid_affine(labels, spec), spec.shape, fraction_step_mm)
+        if fractions.outside_mm3 > 0:
+            print(f"warning: {row['labels']}: {fractions.outside_mm3:.0f} mm3 of DK cortex lies outside the "
+                  "model grid (preprocess.shape x voxel_size); its partial-volume targets miss it")
+        arrays.update(fractions.to_arrays())
     np.savez_compressed(out_dir / f"{row['subject']}.npz", **arrays)
     return str(row["subject"])
 
 
-def _worker(args: tuple[dict, PreprocessSpec, Path]) -> str:
+def _worker(args: tuple[dict, PreprocessSpec, Path, float]) -> str:
     """cache_subject, with any failure turned into an InputError naming the subject's T1, so a
     process pool reports the cause instead of a traceback from inside the worker."""
     try:
@@ -167,14 +190,16 @@ def build_cache(subjects_csv: Path, cfg: PreprocessConfig, out_dir: Path) -> Non
     spec = cfg.spec
     with atomic_dir(out_dir) as tmp:
         try:
-            parallel_map(_worker, [(row, spec, tmp) for row in rows], cfg.workers, "preprocess", chunksize=4,
+            parallel_map(_worker, [(row, spec, tmp, cfg.fraction_step_mm) for row in rows], cfg.workers, "preprocess", chunksize=4,
                          executor=cfg.executor, dask_address=cfg.dask_address)
         except BrokenProcessPool:  # a worker died without a Python error: killed, out of memory
             raise InputError(subjects_csv, f"a preprocess worker process died (killed or out of memory?); "
                                            f"try fewer than {resolve_workers(cfg.workers)} workers"
                                            " or larger Dask workers") from None
         write_json(spec.to_dict(), tmp / "spec.json")
-    print(f"preprocess: {len(rows)} subjects cached at {spec.voxel_size} mm, grid {spec.shape}")
+        size = sum(f.stat().st_size for f in tmp.glob("*.npz"))
+    print(f"preprocess: {len(rows)} subjects cached at {spec.voxel_size} mm, grid {spec.shape} "
+          f"(images, labels and class fractions: {size / 2**20:.0f} MiB)")
 
 
 def read_spec(path: Path) -> PreprocessSpec:
@@ -184,3 +209,13 @@ def read_spec(path: Path) -> PreprocessSpec:
 def load_cached(cache_dir: Path, subject: str) -> dict[str, np.ndarray]:
     with np.load(Path(cache_dir) / f"{subject}.npz") as z:
         return {k: z[k] for k in z.files}
+
+
+def load_fractions(cache_dir: Path, subject: str) -> SparseFractions:
+    """A subject's cached partial-volume targets; a clear error when the cache has none."""
+    path = Path(cache_dir) / f"{subject}.npz"
+    with np.load(path) as z:
+        if SparseFractions.KEYS[0] not in z.files:
+            raise InputError(path, "has no class fractions (the subject has no label map, or the cache "
+                                   "predates them): a counting model cannot train on it")
+        return SparseFractions.from_arrays({k: z[k] for k in SparseFractions.KEYS})

@@ -148,6 +148,7 @@ def summary(true: pd.DataFrame, pred: pd.DataFrame) -> dict[str, float | str | N
     return {
         "mse": float((err**2).mean()),
         "normalized_loss": float((err**2).sum() / (t**2).sum()),
+        "normalized_loss_region_median": _median(table["normalized_loss"]),
         "mae_mm3": float(np.abs(err).mean()),
         "mae_pct": float((np.abs(err) / t * 100.0).mean()),
         "r2_median": _median(table["r2"]),

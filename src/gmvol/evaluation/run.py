@@ -4,6 +4,7 @@ the model next to both baselines and draw the paper's figures."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from gmvol.evaluation.tables import (
     set_scores,
 )
 from gmvol.io import InputError, write_csv, write_json
-from gmvol.layout import HELDOUT_BLOCK, EvalFiles
+from gmvol.layout import EvalFiles
 from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
 
@@ -38,10 +39,11 @@ class EvaluateConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-def heldout_table(heldout_dir: Path) -> pd.DataFrame:
-    """The held-out-anatomy set (the synthesize stage's cohort.csv) with each subject's T1 path."""
-    table = pd.read_csv(Path(heldout_dir) / "cohort.csv")
-    return table.assign(t1=[str(Path(heldout_dir) / s / "mri" / "orig.mgz") for s in table["subject"]])
+def set_table(set_dir: Path) -> pd.DataFrame:
+    """A synthetic evaluation set (its cohort.csv: the held-out anatomy, the extrapolation set)
+    with each subject's T1 path."""
+    table = pd.read_csv(Path(set_dir) / "cohort.csv")
+    return table.assign(t1=[str(Path(set_dir) / s / "mri" / "orig.mgz") for s in table["subject"]])
 
 
 def _predict(predictor: Predictor, table: pd.DataFrame, desc: str) -> tuple[pd.DataFrame, float]:
@@ -60,10 +62,11 @@ def _predict(predictor: Predictor, table: pd.DataFrame, desc: str) -> tuple[pd.D
 
 
 def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Path,
-                   cfg: EvaluateConfig, heldout_dir: Path | None = None) -> dict:
+                   cfg: EvaluateConfig, extra_sets: Mapping[str, Path] | None = None) -> dict:
     """Write the `EvalFiles` to `out_dir`: predictions, region tables, scores.json (every block:
-    the model and both baselines, on the test split and on the held-out anatomy), metrics.json
-    (the model's headline, and the held-out block's), the three figures. Returns the scores."""
+    the model and both baselines, on the test split and on each of `extra_sets`, keyed by block
+    name: the held-out anatomy, the extrapolation set), metrics.json (the model's headline, and
+    each extra block's), the three figures. Returns the scores."""
     fit, true = split_volumes(train_csv, test_csv)
     test = pd.read_csv(test_csv)
     name = Path(model_dir).name
@@ -76,14 +79,18 @@ def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Pa
     tables = region_tables(fit, true, pred_values)
     headlines = headline(metrics["model"])
     files = EvalFiles(Path(out_dir))
-    if heldout_dir is not None:
-        held = heldout_table(heldout_dir)
-        held_pred, _ = _predict(predictor, held, f"evaluate {name} on the held-out anatomy")
+    for block, set_dir in (extra_sets or {}).items():
+        held = set_table(set_dir)
+        held_pred, _ = _predict(predictor, held, f"evaluate {name} on {block}")
         held_true = held.set_index("subject")[list(REGION_COLUMNS)]
         held_values = held_pred.set_index("subject")[list(REGION_COLUMNS)].loc[held_true.index]
-        metrics[HELDOUT_BLOCK] = set_scores(fit, held_true, held_values)
-        headlines[HELDOUT_BLOCK] = {k: headline(v) for k, v in metrics[HELDOUT_BLOCK].items()}
-        write_csv(held_pred, files.heldout_predictions)
+        metrics[block] = set_scores(fit, held_true, held_values)
+        headlines[block] = {k: headline(v) for k, v in metrics[block].items()}
+        write_csv(held_pred, files.set_predictions(block))
+        h = metrics[block]
+        print(f"evaluate {name}, {block}: normalized loss {h['model']['normalized_loss']:.4g} "
+              f"(mean predictor {h['mean_predictor']['normalized_loss']:.4g}), median R2 "
+              f"{h['model']['r2_median']:.3f}, hemisphere error {h['model']['hemisphere_error_median']:.2%}")
 
     write_csv(pred, files.predictions)
     write_csv(tables["model"], files.regions)
@@ -99,10 +106,5 @@ def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Pa
     print(f"evaluate {name}: normalized loss {m['normalized_loss']:.4g} "
           f"(mean predictor {metrics['mean_predictor']['normalized_loss']:.4g}), "
           f"median R2 {m['r2_median']:.3f}, MAE {m['mae_pct']:.2f}%")
-    if HELDOUT_BLOCK in metrics:
-        h = metrics[HELDOUT_BLOCK]
-        print(f"evaluate {name}, held-out anatomy: normalized loss {h['model']['normalized_loss']:.4g} "
-              f"(mean predictor {h['mean_predictor']['normalized_loss']:.4g}), median R2 "
-              f"{h['model']['r2_median']:.3f}, hemisphere error {h['model']['hemisphere_error_median']:.2%}")
     return metrics
 

@@ -34,7 +34,7 @@ class MeshNetConfig:
     dropout: float = 0.0
     activation: str = "relu"
     head: str = "pool"
-    """'pool' (paper), 'grid' (keeps coarse location) or 'softcount' (soft segmentation + count)."""
+    """'pool' (paper), 'grid' (keeps coarse location) or 'count' (segment, then sum the voxels)."""
     grid_size: int = 4
     """Side of the pooled grid of the 'grid' head."""
     coord_channels: bool = False

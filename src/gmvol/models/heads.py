@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from gmvol.models.layers import SeparableAdaptiveAvgPool3d
+from gmvol.regions import N_REGIONS
+from gmvol.tissue import N_CLASSES
 
 
 class PooledLinearHead(nn.Module):
@@ -34,49 +36,64 @@ class PooledLinearHead(nn.Module):
         return self.linear(pooled.flatten(1))
 
 
-class SoftCountHead(nn.Module):
-    """Soft segmentation, then soft voxel counting: a volume is a count of voxels.
+class CountingHead(nn.Module):
+    """Segment, then count: a regional volume is the sum over voxels of the region's softmax
+    probability x voxel volume, times a learned per-region calibration factor (init 1).
 
-    A 1x1x1 conv gives per-voxel logits over n_outputs + 1 classes (class 0 is background, class
-    k + 1 is output column k); the softmax averaged over voxels is each region's soft volume
-    fraction, which a per-region affine (weight, bias) maps to the (standardised) target units.
-    The logits can also be trained against a label map with an auxiliary segmentation loss.
+    A 1x1x1 conv gives logits over the `gmvol.tissue` classes (the 68 regions first). The
+    volumes are standardised with the target scaling held as buffers (set by `set_scaling` before
+    training, restored with the state_dict), so the head answers in the same units as the
+    regression heads and the rest of the pipeline needs no special case. Counting makes the
+    volume scale with the brain, however small or large, instead of interpolating between
+    training totals. With `emit_logits` set (training) it returns (volumes, logits) for the
+    per-voxel loss on the partial-volume targets.
     """
 
-    def __init__(self, channels: int, n_outputs: int) -> None:
+    def __init__(self, channels: int, n_outputs: int, calibrate: bool = True) -> None:
         super().__init__()
-        self.classifier = nn.Conv3d(channels, n_outputs + 1, kernel_size=1)
-        # Default: a uniform softmax (fraction 1/(n+1)) maps to 0. Real targets need far larger
-        # scales; call set_affine with data-derived values before training (see its docstring).
-        self.weight = nn.Parameter(torch.full((n_outputs,), float(n_outputs + 1)))
-        self.bias = nn.Parameter(torch.full((n_outputs,), -1.0))
-
-    def logits(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
-        """Per-voxel class logits (B, n_outputs + 1, D, H, W); class 0 is background."""
-        return self.classifier(features if pointwise is None else pointwise(features))
-
-    def count(self, logits: torch.Tensor) -> torch.Tensor:
-        """Predictions (B, n_outputs) from logits: affine of each region's mean softmax."""
-        fractions = torch.softmax(logits, dim=1).mean(dim=(2, 3, 4))[:, 1:]
-        return fractions * self.weight + self.bias
-
-    def forward(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
-        return self.count(self.logits(features, pointwise))
+        if n_outputs != N_REGIONS:
+            raise ValueError(f"the counting head counts the {N_REGIONS} DK regions, not {n_outputs} outputs")
+        self.classifier = nn.Conv3d(channels, N_CLASSES, kernel_size=1)
+        self.log_calibration = nn.Parameter(torch.zeros(n_outputs), requires_grad=calibrate)
+        self.register_buffer("target_mean", torch.zeros(n_outputs))
+        self.register_buffer("target_std", torch.ones(n_outputs))
+        self.register_buffer("voxel_mm3", torch.ones(()))
+        self.emit_logits = False
 
     @torch.no_grad()
-    def set_affine(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Initialise the fraction -> target affine from data.
+    def set_scaling(self, mean: torch.Tensor, std: torch.Tensor, voxel_mm3: float) -> None:
+        """The training set's target mean and std (mm^3) and the grid's voxel volume."""
+        self.target_mean.copy_(mean)
+        self.target_std.copy_(std)
+        self.voxel_mm3.fill_(voxel_mm3)
 
-        For targets standardised as z = (volume - mean) / std, a perfect segmentation gives
-        z = fraction * (n_voxels * voxel_volume) / std - mean / std, i.e. weight =
-        n_voxels * voxel_volume / std and bias = -mean / std (weights of order 1e4 for a 1 mm
-        brain), far from where an optimiser gets from the default in reasonable time.
-        """
-        self.weight.copy_(weight)
-        self.bias.copy_(bias)
+    def logits(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
+        """Per-voxel class logits (B, N_CLASSES, D, H, W)."""
+        return self.classifier(features if pointwise is None else pointwise(features))
+
+    def volumes(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, 68) mm^3: softmax summed over voxels, in float32 (a bf16 sum over 10^5-10^7 voxels
+        would lose the volume)."""
+        probabilities = torch.softmax(logits.float(), dim=1)[:, :N_REGIONS]
+        return probabilities.sum(dim=(2, 3, 4)) * self.voxel_mm3 * torch.exp(self.log_calibration)
+
+    def standardize(self, volumes: torch.Tensor) -> torch.Tensor:
+        return (volumes - self.target_mean) / self.target_std
+
+    def forward(self, features: torch.Tensor, pointwise: nn.Module | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(features, pointwise)
+        standardized = self.standardize(self.volumes(logits))
+        return (standardized, logits) if self.emit_logits else standardized
+
+    def segment(self, features: torch.Tensor, pointwise: nn.Module | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised volumes (B, 68) and the argmax class map (B, D, H, W) of one pass."""
+        logits = self.logits(features, pointwise)
+        return self.standardize(self.volumes(logits)), logits.argmax(dim=1)
 
 
-HEADS: tuple[str, ...] = ("pool", "grid", "softcount")
+HEADS: tuple[str, ...] = ("pool", "grid", "count")
 """Head names as written in configs."""
 
 
@@ -86,6 +103,6 @@ def make_head(name: str, channels: int, n_outputs: int, grid_size: int) -> nn.Mo
         return PooledLinearHead(channels, n_outputs, 1)
     if name == "grid":
         return PooledLinearHead(channels, n_outputs, grid_size)
-    if name == "softcount":
-        return SoftCountHead(channels, n_outputs)
+    if name == "count":
+        return CountingHead(channels, n_outputs)
     raise ValueError(f"unknown head {name!r}; choose one of {list(HEADS)}")

@@ -100,7 +100,8 @@ class HeadCroppedMeshNet(nn.Module):
             self._zero_response = self.model.trunk(zeros)
         return self._zero_response
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The full trunk output, computed on the head's box only where that gains time."""
         box = head_box(x, self.threshold)
         shape = x.shape[2:]
         r = self.radius
@@ -108,7 +109,7 @@ class HeadCroppedMeshNet(nn.Module):
         fraction = 1.0 if crop is None else float(torch.tensor([b - a for a, b in crop]).prod()) / shape.numel()
         if crop is None or fraction > MIN_GAIN or min(shape) < 2 * r + 1:
             self.last_fraction = 1.0
-            return self.model(x)
+            return self.model.trunk(x)
         self.last_fraction = fraction
         part = self.model.trunk(x[:, :, crop[0][0]:crop[0][1], crop[1][0]:crop[1][1], crop[2][0]:crop[2][1]])
         zero = self.zero_response(x)
@@ -120,7 +121,14 @@ class HeadCroppedMeshNet(nn.Module):
         src = tuple(slice(lo, hi) for lo, hi in inner)
         dst = tuple(slice(a + lo, a + hi) for (a, _), (lo, hi) in zip(crop, inner))
         features[(slice(None), slice(None), *dst)] = part[(slice(None), slice(None), *src)]
-        return self.model.head(features, self.model.final)
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.head(self.trunk(x), self.model.final)
+
+    def segment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `MeshNet.segment`, on the cropped trunk."""
+        return self.model.counting_head().segment(self.trunk(x), self.model.final)
 
 
 def inference_model(model: nn.Module, crop_threshold: float | None = 0.0) -> nn.Module:

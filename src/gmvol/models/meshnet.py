@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gmvol.models.config import MeshNetConfig
 from gmvol.models.fast_conv import FastDilatedConv3d
-from gmvol.models.heads import SoftCountHead, make_head
+from gmvol.models.heads import CountingHead, make_head
 from gmvol.models.layers import append_coordinates, make_activation, make_dropout3d
 
 N_COORDINATES = 3
@@ -71,8 +71,8 @@ class _Recomputable:
 class MeshNet(nn.Module):
     """MeshNet trunk (Fedorov et al. 2017) with a regression head; any grid size, any shape.
 
-    ``forward(x)`` maps (B, in_channels, D, H, W) to (B, n_outputs). With ``head='softcount'``,
-    ``segment(x)`` returns the per-voxel logits and ``forward_with_logits(x)`` both at once.
+    ``forward(x)`` maps (B, in_channels, D, H, W) to (B, n_outputs). With ``head='count'``,
+    ``segment(x)`` also returns the argmax class map (`gmvol.tissue`).
     """
 
     def __init__(self, cfg: MeshNetConfig, *, in_channels: int = 1, n_outputs: int = 68) -> None:
@@ -105,17 +105,12 @@ class MeshNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x), self.final)
 
-    def _softcount_head(self) -> SoftCountHead:
-        if not isinstance(self.head, SoftCountHead):
-            raise TypeError(f"per-voxel logits need head='softcount', this model has head={self.cfg.head!r}")
+    def counting_head(self) -> CountingHead:
+        """The head, when it is a counting head (segmentation and partial-volume training)."""
+        if not isinstance(self.head, CountingHead):
+            raise TypeError(f"a segmentation needs head='count'; this model has head={self.cfg.head!r}")
         return self.head
 
-    def segment(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-voxel logits (B, n_outputs + 1, D, H, W); class 0 is background, k + 1 is column k."""
-        return self._softcount_head().logits(self.trunk(x), self.final)
-
-    def forward_with_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions and per-voxel logits from one pass (for an auxiliary segmentation loss)."""
-        head = self._softcount_head()
-        logits = head.logits(self.trunk(x), self.final)
-        return head.count(logits), logits
+    def segment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised volumes (B, 68) and the argmax class map (B, D, H, W), in one pass."""
+        return self.counting_head().segment(self.trunk(x), self.final)

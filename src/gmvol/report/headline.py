@@ -46,6 +46,10 @@ COLUMNS: tuple[Column, ...] = (
            "lower"),
     Column("focus_in_region_median", "focus in region", "median share of saliency mass inside the region",
            "higher", fmt_share),
+    Column("focus_lift_median", "focus lift", "in-region share / the region's share of the grid (chance = 1), "
+           "median over regions and subjects", "higher"),
+    Column("focus_in_brain_median", "focus in brain", "median share of saliency mass inside the brain",
+           "higher", fmt_share),
 )
 
 EXPLANATION = (

@@ -20,7 +20,8 @@ from gmvol.layout import PANEL_ROLES, EvalFiles, SaliencyFiles
 from gmvol.report.figures import EVAL_FIGURES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FOCUS_KEYS: tuple[str, ...] = ("focus_in_region_median", "focus_in_brain_median", "focus_outside_brain_median")
+FOCUS_KEYS: tuple[str, ...] = ("focus_in_region_median", "focus_lift_median", "focus_in_brain_median",
+                               "focus_outside_brain_median")
 
 
 @dataclass

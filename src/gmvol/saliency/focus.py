@@ -15,6 +15,7 @@ from scipy import ndimage
 from gmvol.regions import ID_TO_COLUMN
 
 SHARE_COLUMNS: tuple[str, ...] = ("in_region", "in_brain_other", "outside_brain")
+FOCUS_COLUMNS: tuple[str, ...] = (*SHARE_COLUMNS, "region_share", "focus_lift")
 
 
 def ball(radius_mm: float, voxel_size_mm: Sequence[float]) -> np.ndarray:
@@ -62,6 +63,10 @@ def focus_shares(raw_maps: np.ndarray, labels: np.ndarray, region_ids: Sequence[
     volume is read off the region's boundary, and the band may reach past the pial surface),
     `in_brain_other` = labels > 0 outside that band, `outside_brain` = label 0 outside that
     band (skull, scalp, background). A map with no positive mass gets NaN shares.
+
+    `region_share` is the band's share of the grid, what `in_region` would be by chance (a map
+    spread evenly), and `focus_lift` = in_region / region_share: 1 is chance, 10 means the
+    region draws ten times the saliency its size alone would.
     """
     if raw_maps.ndim != 4 or raw_maps.shape[1:] != labels.shape:
         raise ValueError(f"raw_maps {raw_maps.shape} must be (R, *labels.shape), labels {labels.shape}")
@@ -76,14 +81,18 @@ def focus_shares(raw_maps: np.ndarray, labels: np.ndarray, region_ids: Sequence[
     rows = []
     for name, rid, raw in zip(names, region_ids, raw_maps, strict=True):
         sl, band = _dilated_box(labels == rid, structure)
-        rows.append([name, *_shares(np.maximum(raw, 0), brain, sl, band)])
-    return pd.DataFrame(rows, columns=["region", *SHARE_COLUMNS])
+        shares = _shares(np.maximum(raw, 0), brain, sl, band)
+        region_share = float(band.sum()) / labels.size
+        lift = shares[0] / region_share if region_share > 0 else np.nan
+        rows.append([name, *shares, region_share, lift])
+    return pd.DataFrame(rows, columns=["region", *FOCUS_COLUMNS])
 
 
 def focus_summary(df: pd.DataFrame) -> dict[str, float]:
     """Medians over regions: robust single numbers for a metrics file (NaN regions ignored)."""
     return {
         "focus_in_region_median": float(np.nanmedian(df["in_region"])),
+        "focus_lift_median": float(np.nanmedian(df["focus_lift"])),
         "focus_in_brain_median": float(np.nanmedian(df["in_region"] + df["in_brain_other"])),
         "focus_outside_brain_median": float(np.nanmedian(df["outside_brain"])),
     }

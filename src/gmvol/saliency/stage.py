@@ -23,7 +23,7 @@ class SaliencyConfig:
     """The `saliency` params section (defaults equal it)."""
 
     method: Method = "saliency"
-    n_subjects: int = 1
+    n_subjects: int = 3            # test subjects; the summary's figures are medians over them
     batch_size: int = 8
     ig_steps: int = 16
     dilate_mm: float = 3.0
@@ -60,8 +60,8 @@ def saliency_for_model(model_dir: Path, test_csv: Path, regions_csv: Path, out_d
         **{k: summaries[0][k] for k in ("best_region", "median_region", "worst_region") if k in summaries[0]},
     }
     write_json(metrics, SaliencyFiles(out_dir).summary)
-    print(f"saliency {Path(model_dir).name}: median share of saliency in the region "
-          f"{metrics['focus_in_region_median']}, in the brain {metrics['focus_in_brain_median']}, "
-          f"outside the brain {metrics['focus_outside_brain_median']}")
+    print(f"saliency {Path(model_dir).name} ({len(test)} subjects): median share of saliency in the region "
+          f"{metrics['focus_in_region_median']} (lift over chance {metrics['focus_lift_median']}), in the brain "
+          f"{metrics['focus_in_brain_median']}, outside the brain {metrics['focus_outside_brain_median']}")
     return metrics
 

@@ -88,7 +88,7 @@ def _provenance(cfg: SynthConfig) -> dict:
     return {k: v for k, v in jsonable(cfg).items() if k not in RUN_ONLY_KEYS}
 
 
-def _write_set(jobs: list[SubjectJob], cfg: SynthConfig, desc: str, out: Path) -> pd.DataFrame:
+def write_set(jobs: list[SubjectJob], cfg: SynthConfig, desc: str, out: Path) -> pd.DataFrame:
     rows = parallel_map(synthesize_subject, jobs, cfg.workers, desc, executor=cfg.executor,
                         dask_address=cfg.dask_address)
     table = pd.DataFrame(rows)
@@ -135,11 +135,11 @@ def synthesize_cohort(cfg: SynthConfig, out_dir: Path,
     with a progress bar; returns those tables."""
     with atomic_dir(out_dir) as tmp:
         files = write_prepared_seeds(cfg, tmp / SEEDS_DIR, heldout=heldout_dir is not None)
-        table = _write_set(subject_jobs(cfg, files, tmp), cfg, "synthesize", tmp)
+        table = write_set(subject_jobs(cfg, files, tmp), cfg, "synthesize", tmp)
         heldout = None
         if heldout_dir is not None:
             with atomic_dir(heldout_dir) as held:
-                heldout = _write_set(subject_jobs(cfg, files, held, heldout=True), cfg, "held-out anatomy", held)
+                heldout = write_set(subject_jobs(cfg, files, held, heldout=True), cfg, "held-out anatomy", held)
         shutil.rmtree(tmp / SEEDS_DIR)
     return table, heldout
 

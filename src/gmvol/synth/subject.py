@@ -4,6 +4,7 @@ subject's own label grid."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class SubjectJob:
     head: HeadConfig
     name: str = ""
     out_dir: Path = field(default=Path("."))
+    total_mm3: float | None = None       # a DK total to scale the brain to (the extrapolation set)
 
 
 def lobar_draw(rng: np.random.Generator, lobe_sd: float, region_sd: float) -> np.ndarray:
@@ -110,8 +112,15 @@ def render_subject(job: SubjectJob) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     geom = draw_geometry(seed, rng, job.anatomy)
     size = round(job.fov_mm / job.voxel_size)
     affine = conformed_affine(job.voxel_size, size, seed.center_mm)
-    coords = template_coordinates(affine, (size,) * 3, geom, seed.center_mm, seed.affine, seed.coarse_affine)
-    out_labels = sample(labels.astype(np.float32), coords, nearest=True).astype(np.int32)
+    def sampled(geometry: Geometry) -> np.ndarray:
+        coords = template_coordinates(affine, (size,) * 3, geometry, seed.center_mm, seed.affine, seed.coarse_affine)
+        return sample(labels.astype(np.float32), coords, nearest=True).astype(np.int32)
+
+    out_labels = sampled(geom)
+    if job.total_mm3 is not None:  # volume goes with scale^3: measure once, then rescale to the target
+        total = float(np.isin(out_labels, REGION_IDS).sum()) * job.voxel_size**3 / geom.scale**3
+        geom = dataclasses.replace(geom, scale=float((job.total_mm3 / total) ** (1 / 3)))
+        out_labels = sampled(geom)
     q = head_frame(affine, out_labels.shape, geom.rotation, seed.center_mm + geom.translation_mm)
     codes, blank, head = head_codes(out_labels, q, job.voxel_size, rng, job.head)
     del q

@@ -44,6 +44,8 @@ class TrainConfig:
     preload_gib: float = 4.0                     # hold the images in memory up to this, else stream
     threads: int = 0                             # torch CPU threads; 0 = torch's default
     check: bool = False                          # Catalyst's 3-batch smoke run
+    volume_weight: float = 1.0                   # counting models: loss = volume MSE x this
+    segmentation_weight: float = 1.0             # + per-voxel soft cross-entropy x this
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -52,6 +54,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.preload_gib < 0:
             raise ValueError("lr must be > 0, weight_decay and preload_gib >= 0")
+        if min(self.volume_weight, self.segmentation_weight) < 0:
+            raise ValueError("volume_weight and segmentation_weight must be >= 0")
         if min(self.ddp_processes, self.ddp_port, self.num_workers, self.threads) < 0:
             raise ValueError("ddp_processes, ddp_port, num_workers and threads must be >= 0")
 

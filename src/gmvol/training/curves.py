@@ -32,9 +32,9 @@ class CurvesLogger(ILogger):
         for loader, values in metrics.items():
             if not isinstance(values, dict):
                 continue
-            for key in ("loss", "lr"):
+            for key in ("loss", "segmentation_loss", "lr"):  # segmentation_loss: counting models
                 if key in values:
-                    row[f"{loader}_{key}" if key == "loss" else key] = float(values[key])
+                    row[key if key == "lr" else f"{loader}_{key}"] = float(values[key])
         self.rows.append(row)
         write_csv(pd.DataFrame(self.rows), self.path)
 

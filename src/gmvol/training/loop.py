@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from gmvol.config import jsonable
 from gmvol.data.dataset import (
+    CachedFractions,
     CachedImages,
     TargetScaler,
     VolumeDataset,
@@ -28,6 +29,14 @@ from gmvol.models import build_model
 from gmvol.models.card import DataSource
 from gmvol.regions import REGION_COLUMNS
 from gmvol.training.config import TrainConfig
+from gmvol.training.counting import (
+    class_priors,
+    counting_callbacks,
+    counting_criteria,
+    counting_head,
+    prepare_counting,
+    runner_keys,
+)
 from gmvol.training.curves import BestWeightsCallback, CurvesLogger
 from gmvol.training.ddp import DDPEngine, SeededShuffle, per_process_batch, resolve_layout
 from gmvol.training.engine import build_engine, resolve_engine_name
@@ -42,9 +51,10 @@ def _images(cache_dir: Path, subjects: list[str], spec: PreprocessSpec,
 
 
 def _loaders(train_table: pd.DataFrame, cache_dir: Path, spec: PreprocessSpec, cfg: TrainConfig,
-             scaler: TargetScaler) -> OrderedDict[str, DataLoader]:
-    """Train and valid loaders. With `num_workers` > 0, worker processes prepare the next
-    batches (reading, augmenting) while the model trains; pinned memory speeds the GPU copy."""
+             scaler: TargetScaler, counting: bool = False) -> OrderedDict[str, DataLoader]:
+    """Train and valid loaders (with the class fractions for a counting model). With
+    `num_workers` > 0, worker processes prepare the next batches (reading, augmenting) while the
+    model trains; pinned memory speeds the GPU copy."""
     workers = {"num_workers": cfg.num_workers, "persistent_workers": cfg.num_workers > 0,
                "pin_memory": torch.cuda.is_available() and resolve_engine_name(cfg.engine) != "cpu"}
     loaders: OrderedDict[str, DataLoader] = OrderedDict()
@@ -52,8 +62,10 @@ def _loaders(train_table: pd.DataFrame, cache_dir: Path, spec: PreprocessSpec, c
         part = fold_rows(train_table, fold)
         if fold == "valid" and part.empty:
             part = train_table  # no validation split: monitor the training subjects themselves
-        images = _images(cache_dir, part["subject"].tolist(), spec, cfg)
-        data = VolumeDataset(images, volumes_of(part), scaler, aug)
+        subjects = part["subject"].tolist()
+        images = _images(cache_dir, subjects, spec, cfg)
+        fractions = CachedFractions(cache_dir, subjects, preload=isinstance(images, np.ndarray)) if counting else None
+        data = VolumeDataset(images, volumes_of(part), scaler, aug, fractions, spec.voxel_size**3)
         order = SeededShuffle(len(data), cfg.seed) if fold == "train" else None  # same on all ranks
         loaders[fold] = DataLoader(data, batch_size=cfg.batch_size, sampler=order, drop_last=False, **workers)
     return loaders
@@ -84,12 +96,17 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     table = pd.read_csv(train_csv)
     scaler = TargetScaler.fit(volumes_of(fit_subjects(table)))
     spec = read_spec(cache_dir / "spec.json")
-    loaders = _loaders(table, cache_dir, spec, cfg, scaler)
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg)
+    head = counting_head(model)
+    loaders = _loaders(table, cache_dir, spec, cfg, scaler, counting=head is not None)
+    if head is not None:
+        fractions = loaders["train"].dataset.fractions
+        priors = class_priors(fractions, int(np.prod(spec.shape)), spec.voxel_size**3)
+        prepare_counting(head, scaler, spec.voxel_size, priors)
     if resolve_engine_name(cfg.engine) == "cpu":
         retain_freed_memory()  # faster CPU steps (benchmarks/README.md); DDP processes do it in setup
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg)
     # fused: one kernel for all parameters instead of one per tensor (benchmarks/README.md)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     steps = max(1, len(loaders["train"])) * cfg.epochs  # global batches: the same under DDP
@@ -104,16 +121,19 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     save = SaveOutputsCallback(best, curves, out_dir, model_cfg, metadata, metrics_json,
                                {"valid_loss_mean_predictor": mean_loss,
                                 "engine": resolve_engine_name(cfg.engine)})
-    callbacks = [best, save]
+    callbacks: list[dl.Callback] = [best, save]
+    criterion: torch.nn.Module | dict[str, torch.nn.Module] = torch.nn.MSELoss()
+    if head is not None:
+        callbacks += counting_callbacks(cfg.volume_weight, cfg.segmentation_weight)
+        criterion = counting_criteria()
     if scheduler is not None:
         callbacks.append(dl.SchedulerCallback(mode="batch"))
-    runner = dl.SupervisedRunner(input_key="image", target_key="target", output_key="pred",
-                                 loss_key="loss")
+    runner = dl.SupervisedRunner(**runner_keys(head is not None))
     # logdir=None: no Catalyst checkpoints, CSV or TensorBoard logs (our outputs are written by
     # SaveOutputsCallback and CurvesLogger); `best` alone tracks the best epoch and stops early
     runner.train(
         engine=engine, model=model,
-        criterion=torch.nn.MSELoss(), optimizer=optimizer, scheduler=scheduler,
+        criterion=criterion, optimizer=optimizer, scheduler=scheduler,
         loaders=loaders, callbacks=callbacks, num_epochs=cfg.epochs,
         loggers={"curves": curves, "console": dl.ConsoleLogger()},
         seed=cfg.seed,  # Catalyst silently uses 42 unless told
