@@ -5,7 +5,9 @@ with a skull, scalp, face and neck, a 1 mm acquisition and the training contrast
 orig.mgz the way a user's scans arrive, runs the `gmvol predict` command on them, and compares the
 hemisphere totals with the truth (voxel counts of the rendered labels).
 
-    python benchmarks/heldout_1mm.py --model data/models/meshnet --subjects 4
+    python benchmarks/heldout_1mm.py --model data/models/meshnet_count --subjects 4 --seg
+
+With --seg it runs `gmvol predict` a second time writing label maps, and reports what they cost.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from gmvol.synth.subject import synthesize_subject
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", type=Path, default=Path("data/models/meshnet"))
+    parser.add_argument("--model", type=Path, default=Path("data/models/meshnet_count"))
+    parser.add_argument("--seg", action="store_true", help="also time `gmvol predict --seg` (a counting model)")
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--voxel-size", type=float, default=1.0, help="grid of the written scans (mm)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/heldout_1mm.json"))
@@ -46,11 +49,16 @@ def main(argv: list[str] | None = None) -> None:
         files = write_prepared_seeds(cfg, work / "seeds", heldout=True)  # once, for every subject
         truth = pd.DataFrame([synthesize_subject(job) for job in subject_jobs(cfg, files, work, heldout=True)])
         scans = [str(work / s) for s in truth["subject"]]  # FreeSurfer subject dirs, as users pass them
+        command = [sys.executable, "-m", "gmvol", "predict", *scans, "--model", str(args.model)]
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "gmvol", "predict", *scans, "--model", str(args.model),
-                        "--out", str(work / "volumes.csv")], check=True)
+        subprocess.run([*command, "--out", str(work / "volumes.csv")], check=True)
         wall = time.perf_counter() - started
         pred = pd.read_csv(work / "volumes.csv")
+        seg_wall = None
+        if args.seg:
+            started = time.perf_counter()
+            subprocess.run([*command, "--out", str(work / "seg_volumes.csv"), "--seg", str(work / "seg")], check=True)
+            seg_wall = time.perf_counter() - started
     pred = pred.set_index("subject").loc[truth["subject"]]
     rows = []
     for (_, t), (_, p) in zip(truth.iterrows(), pred.iterrows()):
@@ -65,10 +73,13 @@ def main(argv: list[str] | None = None) -> None:
               "voxel_size_mm": args.voxel_size, "subjects": args.subjects,
               "hemisphere_error_abs_median": float(table["error"].abs().median()),
               "hemisphere_error_abs_max": float(table["error"].abs().max()),
-              "seconds_per_scan_end_to_end_cli": wall / args.subjects, "rows": rows}
+              "seconds_per_scan_end_to_end_cli": wall / args.subjects,
+              "seconds_per_scan_end_to_end_cli_with_seg": None if seg_wall is None else seg_wall / args.subjects,
+              "rows": rows}
     write_result(args.out, result)
     print(f"median |hemisphere error| {result['hemisphere_error_abs_median']:.1%}, "
-          f"max {result['hemisphere_error_abs_max']:.1%}; {result['seconds_per_scan_end_to_end_cli']:.2f} s/scan")
+          f"max {result['hemisphere_error_abs_max']:.1%}; {result['seconds_per_scan_end_to_end_cli']:.2f} s/scan"
+          + (f", {seg_wall / args.subjects:.2f} s/scan with --seg" if seg_wall is not None else ""))
 
 
 if __name__ == "__main__":

@@ -170,6 +170,10 @@ def test_report_shows_the_heldout_anatomy_and_the_cohort(tmp_path: Path) -> None
         "model": summary(0.015, 0.55, 0.7, timings=False) | {"hemisphere_error_median": 0.031},
         "mean_predictor": summary(0.05, -0.2, None, timings=False) | {"hemisphere_error_median": 0.09},
         "total_scaling": summary(0.02, 0.4, 0.6, timings=False) | {"hemisphere_error_median": 0.0}}
+    metrics["extrapolation"] = {
+        "model": summary(0.02, 0.6, 0.7, timings=False) | {"hemisphere_error_median": 0.042},
+        "mean_predictor": summary(0.09, -3.0, None, timings=False) | {"hemisphere_error_median": 0.27},
+        "total_scaling": summary(0.01, 0.4, 0.6, timings=False) | {"hemisphere_error_median": 0.0}}
     scores.write_text(json.dumps(metrics))
     stats, montage = tmp_path / "cohort_stats.json", tmp_path / "montage.png"
     stats.write_text(json.dumps({"n_subjects": 670, "total_min": 301000.0, "total_max": 812000.0, "cv_min": 0.19,
@@ -179,9 +183,11 @@ def test_report_shows_the_heldout_anatomy_and_the_cohort(tmp_path: Path) -> None
     out = tmp_path / "index.html"
     build_report(list(MODELS), paths["eval"], paths["saliency"], {}, "params.yaml", out, stats, montage)
     page = html.unescape(out.read_text())
-    section = page[page.index('id="heldout"'):page.index('id="model-meshnet"')]
+    section = page[page.index('id="heldout"'):page.index('id="extrapolation"')]
     assert "1.50×" in section and "3.1%" in section and "9.0%" in section  # ratio to the test split
     resnet_row = section.split(">resnet</a>")[1].split("</tr>")[0]
-    assert resnet_row.count("—") == 6  # resnet has no held-out scores: ratio and the five columns
+    assert resnet_row.count("—") == 7  # resnet has no held-out scores: ratio and the six columns
+    extrapolation = page[page.index('id="extrapolation"'):page.index('id="model-meshnet"')]
+    assert "2.00×" in extrapolation and "4.2%" in extrapolation and "27.0%" in extrapolation
     assert f"{fmt_mm3(301000.0)}–{fmt_mm3(812000.0)}" in page
     assert base64.b64encode(montage.read_bytes()).decode() in page

@@ -134,18 +134,23 @@ def test_argmax_slices_orientation() -> None:
 def test_focus_shares_partition_and_ranges(cnn_maps: dict[str, np.ndarray], labels: np.ndarray) -> None:
     for maps in cnn_maps.values():
         df = focus_shares(maps, labels, REGION_IDS)
-        assert list(df.columns) == ["region", "in_region", "in_brain_other", "outside_brain"]
+        assert list(df.columns) == ["region", "in_region", "in_brain_other", "outside_brain", "region_share",
+                                    "focus_lift"]
+        np.testing.assert_allclose(df["focus_lift"], df["in_region"] / df["region_share"])
         assert df["region"].tolist() == list(REGION_COLUMNS)
         shares = df[["in_region", "in_brain_other", "outside_brain"]].to_numpy()
         assert ((shares >= 0) & (shares <= 1)).all()
         np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-9)
-        assert set(focus_summary(df)) == {"focus_in_region_median", "focus_in_brain_median",
+        assert set(focus_summary(df)) == {"focus_in_region_median", "focus_lift_median", "focus_in_brain_median",
                                           "focus_outside_brain_median"}
 
 
 def test_focus_detects_where_the_model_looks(image: np.ndarray, labels: np.ndarray) -> None:
     own = focus_shares(region_saliency(own_region_model(labels), image), labels, REGION_IDS)
     np.testing.assert_allclose(own["in_region"], 1.0, atol=1e-9)
+    # all of it in a region that fills a few percent of the grid: a lift of 1 / that share, far above chance
+    np.testing.assert_allclose(own["focus_lift"], 1.0 / own["region_share"])
+    assert (own["focus_lift"] > 10).all()
     # Output r reading region r+34 (~6 mm away, beyond the 3 mm band): the share must drop.
     far = np.stack([labels == REGION_IDS[(r + N_REGIONS // 2) % N_REGIONS] for r in range(N_REGIONS)])
     df = focus_shares(region_saliency(MaskedEnergy(far), image), labels, REGION_IDS)

@@ -202,3 +202,24 @@ def test_cohort_variation_is_realistic(tmp_path: Path) -> None:
     assert stats["regions_cv_in_0.10_0.25"] >= 55
     assert stats["total_scaling_r2_median"] <= 0.6
     assert set(stats["totals_per_seed"]) <= set(cfg.seeds)
+
+
+def test_the_extrapolation_set_lies_outside_the_training_range(tiny_study: Path, tmp_path: Path) -> None:
+    """Half the brains 15-30% below the smallest training total, half 15-30% above the largest,
+    each subject's truth its own voxel count, and the range it lies outside written beside it."""
+    import json
+
+    from gmvol.data.dataset import volumes_of
+    from gmvol.synth.extrapolation import ExtrapolationConfig, synthesize_extrapolation
+
+    train_csv = tiny_study / "split" / "train.csv"
+    table = synthesize_extrapolation(TINY_SYNTH, ExtrapolationConfig(n_subjects=2), train_csv, tmp_path / "ex")
+    train = volumes_of(pd.read_csv(train_csv)).sum(axis=1)
+    small, large = volumes_of(table).sum(axis=1)
+    assert 0.70 * train.min() <= small <= 0.85 * train.min()
+    assert 1.15 * train.max() <= large <= 1.30 * train.max()
+    assert list(table["subject"]) == ["ex-0001", "ex-0002"]
+    assert set(table["seed"].astype(str)) <= set(TINY_SYNTH.seeds)
+    labels = np.asarray(nib.load(tmp_path / "ex" / "ex-0002" / "mri" / "aparc+aseg.mgz").dataobj)
+    assert np.isin(labels, REGION_IDS).sum() * TINY_SYNTH.voxel_size**3 == pytest.approx(large)
+    assert json.loads((tmp_path / "ex" / "range.json").read_text())["train_total_max"] == pytest.approx(train.max())

@@ -154,6 +154,30 @@ def test_flips_and_shifts_move_the_class_fractions_with_the_image_and_targets(ti
     assert flipped == {True, False}  # both flipped and plain draws were checked
 
 
+def test_zoom_makes_brains_smaller_and_larger_and_recounts_their_targets(tiny_study: Path) -> None:
+    """A zoomed draw's targets are its zoomed fractions' counts: sizes beyond the cohort's, with
+    the identity of the two losses kept."""
+    from gmvol.data.dataset import CachedFractions, load_images, volumes_of
+    from gmvol.data.preprocess import read_spec
+
+    table = pd.read_csv(tiny_study / "split" / "train.csv").head(2)
+    spec = read_spec(tiny_study / "cache" / "spec.json")
+    subjects = table["subject"].tolist()
+    volumes = volumes_of(table)
+    scaler = TargetScaler.fit(volumes * np.linspace(0.9, 1.1, 2)[:, None])
+    data = VolumeDataset(load_images(tiny_study / "cache", subjects), volumes, scaler,
+                         AugmentConfig(flip=False, shift_voxels=0, intensity=0.0, zoom=0.2),
+                         CachedFractions(tiny_study / "cache", subjects), spec.voxel_size**3)
+    torch.manual_seed(0)
+    ratios = []
+    for _ in range(12):
+        item = data[1]
+        counted = item["fractions"][:68].double().sum(dim=(1, 2, 3)).numpy() * spec.voxel_size**3
+        np.testing.assert_allclose(counted, scaler.inverse(item["target"].double().numpy()), rtol=1e-4)
+        ratios.append(counted.sum() / volumes[1].sum())
+    assert min(ratios) < 0.85 and max(ratios) > 1.15 and max(ratios) < np.exp(0.2) ** 3 * 1.1
+
+
 def test_a_counting_model_trains_on_both_losses_and_writes_label_maps(tiny_study: Path, tmp_path: Path) -> None:
     from gmvol.predict import Predictor
     from gmvol.tissue import CLASS_IDS

@@ -46,6 +46,7 @@ class EvalFiles:
     boxplot = _file("boxplot.png")
     scatter = _file("scatter.png")
     normalized_loss_plot = _file("normalized_loss.png")
+    segmentation = _file("segmentation.png")      # counting models: true vs predicted label maps
 
     def set_predictions(self, block: str) -> Path:
         """The predictions file of an extra evaluation set (a key of SET_PREDICTIONS)."""

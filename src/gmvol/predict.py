@@ -275,7 +275,9 @@ class Predictor:
         self.spec, self.scaler = _read_metadata(self.metadata, self.model_dir / CONFIG_FILE)
         self.qc_reference = read_reference(self.model_dir)
         self.seg_dir = None if seg_dir is None else Path(seg_dir)
-        if self.seg_dir is not None and not isinstance(getattr(model, "head", None), CountingHead):
+        self.segments = isinstance(getattr(model, "head", None), CountingHead)
+        """Whether the model makes label maps (a counting model)."""
+        if self.seg_dir is not None and not self.segments:
             raise ModelFileError(self.model_dir / CONFIG_FILE, "--seg needs a counting model (meshnet head 'count'), "
                                  "which segments; this model only regresses volumes")
         self.model = inference_model(model, crop_threshold).to(self.device).eval()

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from gmvol.data.fractions import SparseFractions, dense_foreground, fill_background, mirror_fractions
 from gmvol.data.preprocess import load_cached, load_fractions
-from gmvol.regions import REGION_COLUMNS, mirror_permutation
+from gmvol.regions import N_REGIONS, REGION_COLUMNS, mirror_permutation
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class AugmentConfig:
     flip: bool = True              # left-right flip with lh/rh targets swapped
     shift_voxels: int = 1          # random integer translation (rigid jitter)
     intensity: float = 0.1         # gamma and gain jitter (log-sd)
+    zoom: float = 0.0              # counting models: brain size jitter, log linear factor in [-zoom, zoom];
+                                   # the targets are recounted from the zoomed class fractions
 
 
 def flip_left_right(image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,10 +70,27 @@ def shift(image: np.ndarray, offsets: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def zoom_about_centre(image: np.ndarray, fractions: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scale the content by `factor` about the grid centre: the image linearly, the fractions
+    (N_CLASSES, ...) by nearest cell, so the zoomed fractions stay fractions; zeros outside."""
+    centre = (np.asarray(image.shape) - 1) / 2.0
+    zoomed = ndimage.affine_transform(image, np.full(3, 1.0 / factor), offset=centre - centre / factor,
+                                      order=1, mode="constant", cval=0.0).astype(np.float32)
+    index = [np.round(c + (np.arange(n) - c) / factor).astype(int) for c, n in zip(centre, image.shape)]
+    out = fractions[np.ix_(np.arange(len(fractions)), *(np.clip(i, 0, n - 1) for i, n in zip(index, image.shape)))]
+    for axis, (i, n) in enumerate(zip(index, image.shape)):  # zero what came from outside the grid
+        outside = (i < 0) | (i >= n)
+        if outside.any():
+            out[(slice(None),) * (axis + 1) + (outside,)] = 0.0
+    return zoomed, out
+
+
 def augment(image: np.ndarray, target: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
-            fractions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """One random draw of `cfg` applied to the image, its targets and (when given) its class
-    fractions alike: a flip swaps lh/rh targets and classes, a shift moves the fractions too."""
+            fractions: np.ndarray | None = None, cell_mm3: float = 1.0
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One random draw of `cfg` applied to the image, its targets (mm^3) and (when given) its class
+    fractions alike: a flip swaps lh/rh targets and classes, a shift moves the fractions too, and
+    a zoom (fractions only) makes the brain smaller or larger, its targets recounted."""
     if cfg.flip and rng.random() < 0.5:
         image, target = flip_left_right(image, target)
         fractions = None if fractions is None else mirror_fractions(fractions)
@@ -78,6 +98,9 @@ def augment(image: np.ndarray, target: np.ndarray, cfg: AugmentConfig, rng: np.r
         offsets = tuple(rng.integers(-cfg.shift_voxels, cfg.shift_voxels + 1, size=3))
         image = shift(image, offsets)
         fractions = None if fractions is None else shift(fractions, offsets)
+    if cfg.zoom and fractions is not None:
+        image, fractions = zoom_about_centre(image, fractions, float(np.exp(rng.uniform(-cfg.zoom, cfg.zoom))))
+        target = fractions[:N_REGIONS].sum(axis=(1, 2, 3), dtype=np.float64) * cell_mm3
     if cfg.intensity:
         gamma, gain = np.exp(rng.normal(0.0, cfg.intensity, size=2))
         image = np.clip(np.power(image, gamma) * gain, 0.0, 1.0).astype(np.float32)
@@ -148,7 +171,8 @@ class VolumeDataset(Dataset):
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
             # in mm^3, then standardised: a flip moves rh volumes into lh columns, whose mean and
             # spread differ (mirroring standardised values would mis-scale them)
-            image, volumes, fractions = augment(image, self.volumes[index], self.augment_cfg, rng, fractions)
+            image, volumes, fractions = augment(image, self.volumes[index], self.augment_cfg, rng, fractions,
+                                                self.cell_mm3)
             target = self.scaler.transform(volumes)
         item = {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
                 "target": torch.from_numpy(np.ascontiguousarray(target))}

@@ -8,11 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from gmvol.data.preprocess import grid_affine, preprocess_image
 from gmvol.evaluation.baseline_scores import split_volumes
 from gmvol.evaluation.figures import plot_error_boxplot, plot_normalized_loss_bars, plot_scatter_grid
+from gmvol.evaluation.segmentation_figure import plot_label_maps, plot_no_segmentation
 from gmvol.evaluation.tables import (
     headline,
     long_region_table,
@@ -21,10 +24,11 @@ from gmvol.evaluation.tables import (
     report_metrics,
     set_scores,
 )
-from gmvol.io import InputError, write_csv, write_json
+from gmvol.io import InputError, load_t1, load_volume, write_csv, write_json
 from gmvol.layout import EvalFiles
 from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
+from gmvol.segmentation import labels_in_input_space
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,20 @@ def _predict(predictor: Predictor, table: pd.DataFrame, desc: str) -> tuple[pd.D
         bad = predictor.failures[0]
         raise InputError(bad.path, f"could not be predicted ({bad.error.reason if bad.error else '?'})")
     return pred, wall
+
+
+def plot_segmentation(predictor: Predictor, row: pd.Series, path: Path) -> None:
+    """The first test scan's true and predicted label maps (a regression model's panel says it
+    does not segment)."""
+    img = load_t1(Path(row["t1"]))
+    true = np.asarray(load_volume(row["labels"], dtype=np.int32).dataobj) if row.get("labels") else None
+    if true is None or not predictor.segments:
+        plot_no_segmentation(path, "the test scan has no label map" if true is None else
+                             f"{predictor.model_dir.name} regresses volumes: it has no label map to show")
+        return
+    _, classes = predictor.segment_array(preprocess_image(img, predictor.spec))
+    predicted = labels_in_input_space(classes, grid_affine(img, predictor.spec), img.affine, img.shape)
+    plot_label_maps(img, true, predicted, path, str(row["subject"]))
 
 
 def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Path,
@@ -102,6 +120,7 @@ def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Pa
                        f"{name}: absolute error per region on {len(true)} test scans")
     plot_scatter_grid(true, pred_values, files.scatter)
     plot_normalized_loss_bars(tables, files.normalized_loss_plot)
+    plot_segmentation(predictor, test.iloc[0], files.segmentation)
     m = metrics["model"]
     print(f"evaluate {name}: normalized loss {m['normalized_loss']:.4g} "
           f"(mean predictor {metrics['mean_predictor']['normalized_loss']:.4g}), "

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from gmvol.io import write_text
-from gmvol.report.cohort import cohort_section, heldout_section
+from gmvol.report.cohort import cohort_section, evaluation_sets_section
 from gmvol.report.headline import headline_section
 from gmvol.report.html import esc, page
 from gmvol.report.inputs import Sources, read_model_outputs
@@ -70,10 +70,11 @@ def build_report(models: list[str], eval_dir: Path, saliency_dir: Path, params: 
     body = (f"<h1>{esc(TITLE)}</h1>"
             f'<p class="subtitle">68 Desikan-Killiany cortical gray-matter volumes regressed from a T1 MRI: '
             f"{len(models)} model(s) against two trivial baselines on the same test set.</p>"
-            f'<nav><a href="#headline">Headline</a> <a href="#heldout">Held-out anatomy</a> {nav} '
+            f'<nav><a href="#headline">Headline</a> <a href="#heldout">Held-out anatomy</a> '
+            f'<a href="#extrapolation">Size extrapolation</a> {nav} '
             f'<a href="#cohort">Cohort</a> <a href="#params">Parameters</a></nav>'
             + headline_section(inputs, anchors)
-            + heldout_section(inputs, anchors)
+            + evaluation_sets_section(inputs, anchors)
             + "".join(model_section(m, anchors[m.name], eval_dir, saliency_dir) for m in inputs)
             + cohort_section(cohort_stats, montage, sources)
             + _params_section(params, params_source)

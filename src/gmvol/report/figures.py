@@ -29,4 +29,8 @@ EVAL_FIGURES: tuple[FigureSpec, ...] = (
                "Predicted vs true volume for all 68 regions, with the identity line and each region's R². "
                "Points along y = x mean individual differences are captured; a flat cloud means the model "
                "predicts a near-constant volume, which a low normalized loss can hide.", wide=True),
+    FigureSpec("segmentation", "True and predicted label maps of one test scan, axial and coronal",
+               "A counting model's by-product: the first test scan's aparc+aseg (left) and the model's argmax "
+               "label map (right), in the scan's own grid, as `gmvol predict --seg` writes it. A regression "
+               "model has none."),
 )

@@ -23,7 +23,7 @@ class SaliencyConfig:
     """The `saliency` params section (defaults equal it)."""
 
     method: Method = "saliency"
-    n_subjects: int = 3            # test subjects; the summary's figures are medians over them
+    n_subjects: int = 2            # test subjects; the summary's figures are medians over them
     batch_size: int = 8
     ig_steps: int = 16
     dilate_mm: float = 3.0

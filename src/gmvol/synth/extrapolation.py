@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gmvol.data.dataset import volumes_of
 from gmvol.io import atomic_dir, write_json
+from gmvol.regions import REGION_COLUMNS
 from gmvol.synth.cohort import SynthConfig, subject_jobs, write_prepared_seeds, write_set
 from gmvol.synth.render import Range
 
@@ -45,6 +45,11 @@ def extrapolation_name(index: int) -> str:
     return f"ex-{index + 1:04d}"
 
 
+def dk_totals(table: pd.DataFrame) -> np.ndarray:
+    """Each subject's DK total (the sum of the 68 region columns), mm^3."""
+    return table[list(REGION_COLUMNS)].to_numpy(dtype=np.float64).sum(axis=1)
+
+
 def target_totals(cfg: SynthConfig, ext: ExtrapolationConfig, train_totals: np.ndarray) -> np.ndarray:
     """(n_subjects,) DK totals in mm^3: even subjects below the training range, odd ones above."""
     rng = np.random.default_rng([cfg.seed, EXTRAPOLATION_STREAM, 0])
@@ -57,7 +62,7 @@ def synthesize_extrapolation(cfg: SynthConfig, ext: ExtrapolationConfig, train_c
     """Write the set under `out_dir` (replaced atomically) in FreeSurfer layout, with cohort.csv
     and `range.json` (the training range it lies outside); returns the cohort table."""
     torch.set_num_threads(1)  # the worker processes use every core
-    train_totals = volumes_of(pd.read_csv(train_csv)).sum(axis=1)
+    train_totals = dk_totals(pd.read_csv(train_csv))
     totals = target_totals(cfg, ext, train_totals)
     with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as seeds:
         files = write_prepared_seeds(cfg, Path(seeds), heldout=False)
@@ -67,7 +72,7 @@ def synthesize_extrapolation(cfg: SynthConfig, ext: ExtrapolationConfig, train_c
         table = write_set(jobs, cfg, "extrapolation set", tmp)
         write_json({"train_total_min": float(train_totals.min()), "train_total_max": float(train_totals.max()),
                     **dataclasses.asdict(ext)}, tmp / "range.json")
-    got = volumes_of(table).sum(axis=1)
+    got = dk_totals(table)
     print(f"extrapolation: {len(table)} subjects, totals {got.min():.0f}-{got.max():.0f} mm3 outside the training "
           f"range {train_totals.min():.0f}-{train_totals.max():.0f}")
     return table

@@ -21,10 +21,12 @@ from torch import nn
 from gmvol.data.dataset import TargetScaler
 from gmvol.data.fractions import SparseFractions
 from gmvol.models.heads import CountingHead
+from gmvol.regions import N_REGIONS
 from gmvol.tissue import BACKGROUND_CLASS
 
 JOINT_LOSS = "joint_loss"
 SEGMENTATION_LOSS = "segmentation_loss"
+DICE_LOSS = "dice_loss"
 
 
 class SoftCrossEntropy(nn.Module):
@@ -32,6 +34,21 @@ class SoftCrossEntropy(nn.Module):
 
     def forward(self, logits: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
         return -(fractions * torch.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+class SoftDiceLoss(nn.Module):
+    """1 - the mean soft Dice of the 68 regions (per subject, then averaged), in float32.
+
+    Unlike the voxel-mean cross-entropy, which barely notices a little probability spread over
+    the many background voxels, Dice charges every bit of a region's mass outside the region:
+    that spread is exactly what would make a count wrong on a brain of another size.
+    """
+
+    def forward(self, logits: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(logits.float(), dim=1)[:, :N_REGIONS].flatten(2)
+        f = fractions[:, :N_REGIONS].float().flatten(2)
+        dice = (2 * (p * f).sum(-1) + 1.0) / (p.sum(-1) + f.sum(-1) + 1.0)
+        return 1.0 - dice.mean()
 
 
 def counting_head(model: nn.Module) -> CountingHead | None:
@@ -61,17 +78,19 @@ def prepare_counting(head: CountingHead, scaler: TargetScaler, voxel_mm: float, 
 
 def counting_criteria() -> dict[str, nn.Module]:
     """The runner's criteria, by the key their CriterionCallback names."""
-    return {"volume": nn.MSELoss(), "segmentation": SoftCrossEntropy()}
+    return {"volume": nn.MSELoss(), "segmentation": SoftCrossEntropy(), "dice": SoftDiceLoss()}
 
 
-def counting_callbacks(volume_weight: float, segmentation_weight: float) -> list[dl.Callback]:
-    """Both losses, their weighted sum, and its backward pass and optimizer step."""
+def counting_callbacks(volume_weight: float, segmentation_weight: float, dice_weight: float) -> list[dl.Callback]:
+    """The three losses, their weighted sum, and its backward pass and optimizer step."""
     return [
         dl.CriterionCallback(input_key="pred", target_key="target", metric_key="loss", criterion_key="volume"),
         dl.CriterionCallback(input_key="logits", target_key="fractions", metric_key=SEGMENTATION_LOSS,
                              criterion_key="segmentation"),
+        dl.CriterionCallback(input_key="logits", target_key="fractions", metric_key=DICE_LOSS, criterion_key="dice"),
         dl.MetricAggregationCallback(metric_key=JOINT_LOSS, mode="weighted_sum",
-                                     metrics={"loss": volume_weight, SEGMENTATION_LOSS: segmentation_weight}),
+                                     metrics={"loss": volume_weight, SEGMENTATION_LOSS: segmentation_weight,
+                                              DICE_LOSS: dice_weight}),
         dl.BackwardCallback(metric_key=JOINT_LOSS),
         dl.OptimizerCallback(metric_key=JOINT_LOSS),
     ]

@@ -99,6 +99,9 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
     head = counting_head(model)
+    if head is None and cfg.augment.zoom:
+        raise ValueError("train.augment.zoom needs a counting model (meshnet head 'count'): the zoomed "
+                         "targets are recounted from the class fractions, which a regression model does not use")
     loaders = _loaders(table, cache_dir, spec, cfg, scaler, counting=head is not None)
     if head is not None:
         fractions = loaders["train"].dataset.fractions
@@ -124,7 +127,7 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     callbacks: list[dl.Callback] = [best, save]
     criterion: torch.nn.Module | dict[str, torch.nn.Module] = torch.nn.MSELoss()
     if head is not None:
-        callbacks += counting_callbacks(cfg.volume_weight, cfg.segmentation_weight)
+        callbacks += counting_callbacks(cfg.volume_weight, cfg.segmentation_weight, cfg.dice_weight)
         criterion = counting_criteria()
     if scheduler is not None:
         callbacks.append(dl.SchedulerCallback(mode="batch"))
