@@ -21,6 +21,7 @@ from gmvol.evaluation.run import EvaluateConfig
 from gmvol.saliency.stage import SaliencyConfig
 from gmvol.study import StudyConfig
 from gmvol.synth.cohort import SynthConfig
+from gmvol.synth.extrapolation import ExtrapolationConfig
 from gmvol.training.config import TrainConfig, training_configs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ PARAMS = read_params(ROOT / "params.yaml")
 SECTIONS: dict[str, type] = {
     "study": StudyConfig, "synthesize": SynthConfig, "ingest": IngestConfig, "split": SplitConfig,
     "preprocess": PreprocessConfig, "train": TrainConfig, "evaluate": EvaluateConfig,
-    "saliency": SaliencyConfig,
+    "saliency": SaliencyConfig, "extrapolation": ExtrapolationConfig,
 }
 
 
@@ -67,6 +68,8 @@ TYPOS: list[tuple[str, dict[str, Any], str]] = [
     ("evaluate", {"batch_size": 0}, r"evaluate: batch_size must be >= 1"),
     ("saliency", {"metod": "saliency"}, r"saliency: unknown key\(s\) \['metod'\]"),
     ("saliency", {"method": "gradcam"}, r"saliency.method: must be one of"),
+    ("extrapolation", {"n_subject": 3}, r"extrapolation: unknown key\(s\) \['n_subject'\]"),
+    ("extrapolation", {"below": [0.9, 1.1]}, r"extrapolation: need 0 < below"),
 ]
 
 
@@ -100,7 +103,7 @@ def test_overrides_merge_into_the_train_section_recursively() -> None:
 def test_section_names_a_missing_key() -> None:
     with pytest.raises(ConfigError, match=r"models.resnet2: missing from the params file"):
         section(PARAMS, "models.resnet2")
-    assert section(PARAMS, "models.meshnet.meshnet.head") == PARAMS["models"]["meshnet"]["meshnet"]["head"]
+    assert section(PARAMS, "models.meshnet_count.meshnet.head") == PARAMS["models"]["meshnet_count"]["meshnet"]["head"]
 
 
 def test_parsed_configs_are_frozen_and_typed() -> None:
@@ -117,7 +120,7 @@ def test_the_train_stage_fails_on_a_typo_before_any_work(tmp_path: Path) -> None
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "train.py"), "--params", str(tmp_path / "params.yaml"),
-         "--model", "meshnet", "--train", "missing.csv", "--cache", "missing", "--out", str(tmp_path / "m"),
+         "--model", "meshnet_grid", "--train", "missing.csv", "--cache", "missing", "--out", str(tmp_path / "m"),
          "--curves", str(tmp_path / "c.csv"), "--metrics", str(tmp_path / "m.json"),
          "--synthetic-dir", "data/synthetic"],
         capture_output=True, text=True, check=False)

@@ -140,7 +140,7 @@ def test_an_experiment_and_the_readme_comparisons_fit_a_terminal(study: Path) ->
     rows = [ln for ln in shown.splitlines() if any(ch.isdigit() for ch in ln) and "metrics.json" not in ln]
     assert len(rows) >= 3, shown  # workspace, the baseline commit and the experiment
     assert max(map(len, shown.splitlines())) <= 120 and "…" not in shown, shown  # nothing cut off
-    assert "metrics.json:nl" in shown and "metrics.json:r2" in shown and "train.lr" in shown
+    assert "meshnet_count/metrics.json:nl" in shown and "train.lr" in shown
     diff = dvc("metrics", "diff", "HEAD", "--json", cwd=study).stdout
     changed = json.loads(diff)
     assert "data/eval/meshnet_count/metrics.json" in changed

@@ -56,13 +56,14 @@ def test_full_scale_profile_is_the_papers_scale() -> None:
     spec = parse(PreprocessConfig, params["preprocess"], "preprocess").spec
     assert synth.n_subjects == 670 and synth.voxel_size == 1.0
     assert spec.voxel_size == 1.0 and spec.shape == (256, 256, 256)
-    meshnet = training_configs(params["train"], params["models"]["meshnet"], "meshnet")[0]
-    assert meshnet.meshnet.channels == 21 and meshnet.meshnet.checkpointing
+    for name in ("meshnet_count", "meshnet_grid"):
+        meshnet = training_configs(params["train"], params["models"][name], name)[0]
+        assert meshnet.meshnet.channels == 21 and meshnet.meshnet.checkpointing
     for model in params["study"]["models"]:
         cfg = train_config(params, model)
         assert cfg.engine == "gpu" and cfg.precision == "bf16"
         assert cfg.epochs >= 20  # per-model overrides must not silently keep the CPU defaults
-    meshnet_train = train_config(params, "meshnet")
+    meshnet_train = train_config(params, "meshnet_count")
     assert meshnet_train.batch_size >= 1
     # the 1 mm training images cannot be held in memory: they are streamed, by loader processes
     images_gib = 536 * 256**3 * 4 / 2**30

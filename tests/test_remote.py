@@ -25,9 +25,9 @@ from gmvol.predict import TABLE_COLUMNS
 
 pytestmark = pytest.mark.slow
 
-MODEL = Path("data/models/meshnet")
-PULLED = ("data/models/meshnet/model.pt", "data/models/meshnet/model.json", "data/models/baseline/model.json",
-          "data/cache/spec.json", "data/eval/meshnet/boxplot.png", "data/report/index.html")
+MODEL = Path("data/models/meshnet_count")
+PULLED = ("data/models/meshnet_count/model.pt", "data/models/meshnet_count/model.json", "data/models/baseline/model.json",
+          "data/cache/spec.json", "data/eval/meshnet_grid/boxplot.png", "data/report/index.html")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from gmvol.report.formatting import fmt_mm3, fmt_share, fmt_sig
 
 MODELS = ("meshnet", "resnet")
 WORST = "rh_entorhinal"
-EVAL_PNGS = ("boxplot.png", "scatter.png", "normalized_loss.png")
+EVAL_PNGS = ("boxplot.png", "scatter.png", "normalized_loss.png", "segmentation.png")
 SALIENCY_PNGS = ("best.png", "median.png", "worst.png")
 
 

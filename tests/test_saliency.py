@@ -150,11 +150,12 @@ def test_focus_detects_where_the_model_looks(image: np.ndarray, labels: np.ndarr
     np.testing.assert_allclose(own["in_region"], 1.0, atol=1e-9)
     # all of it in a region that fills a few percent of the grid: a lift of 1 / that share, far above chance
     np.testing.assert_allclose(own["focus_lift"], 1.0 / own["region_share"])
-    assert (own["focus_lift"] > 10).all()
+    assert (own["focus_lift"] > 3).all()
     # Output r reading region r+34 (~6 mm away, beyond the 3 mm band): the share must drop.
     far = np.stack([labels == REGION_IDS[(r + N_REGIONS // 2) % N_REGIONS] for r in range(N_REGIONS)])
     df = focus_shares(region_saliency(MaskedEnergy(far), image), labels, REGION_IDS)
     assert df["in_region"].max() < 0.05 and df["in_brain_other"].min() > 0.95
+    assert (df["focus_lift"] < 0.4).all()  # below chance: it looks elsewhere
     # Every output reading only the outermost shell (label 0, >1 mm from any region): "skull".
     shell = np.ones(SHAPE, dtype=bool)
     shell[1:-1, 1:-1, 1:-1] = False

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 class StudyConfig:
     """Defaults equal the params file's `study` section."""
 
-    models: tuple[str, ...] = ("meshnet", "baseline")
+    models: tuple[str, ...] = ("meshnet_count", "meshnet_grid", "baseline")
 
     def __post_init__(self) -> None:
         if not self.models or len(set(self.models)) != len(self.models):

@@ -17,7 +17,7 @@ from gmvol.regions import HEMISPHERES, LOBE_OF, REGION_COLUMNS, hemisphere_and_n
 METRIC_COLUMNS: tuple[str, ...] = ("mse", "normalized_loss", "mae_mm3", "mae_pct", "r2", "pearson_r", "icc31")
 """Columns of `region_table` besides region/hemisphere/lobe, in order."""
 
-SUMMARY_KEYS: tuple[str, ...] = ("mse", "normalized_loss", "mae_mm3", "mae_pct", "r2_median", "r2_pooled",
+SUMMARY_KEYS: tuple[str, ...] = ("mse", "normalized_loss", "normalized_loss_region_median", "mae_mm3", "mae_pct", "r2_median", "r2_pooled",
                                  "r2_min", "worst_region", "pearson_median", "icc_median",
                                  "hemisphere_error_median")
 """Keys of `summary`, fixed so scores.json keeps one shape across commits."""
