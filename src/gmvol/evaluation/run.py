@@ -68,12 +68,12 @@ def _predict(predictor: Predictor, table: pd.DataFrame, desc: str) -> tuple[pd.D
 def plot_segmentation(predictor: Predictor, row: pd.Series, path: Path) -> None:
     """The first test scan's true and predicted label maps (a regression model's panel says it
     does not segment)."""
-    img = load_t1(Path(row["t1"]))
-    true = np.asarray(load_volume(row["labels"], dtype=np.int32).dataobj) if row.get("labels") else None
-    if true is None or not predictor.segments:
-        plot_no_segmentation(path, "the test scan has no label map" if true is None else
-                             f"{predictor.model_dir.name} regresses volumes: it has no label map to show")
+    if not predictor.segments or not row.get("labels"):  # nothing to compare: no scan to read
+        plot_no_segmentation(path, f"{predictor.model_dir.name} regresses volumes: it has no label map to show"
+                             if not predictor.segments else "the test scan has no label map")
         return
+    img = load_t1(Path(row["t1"]))
+    true = np.asarray(load_volume(row["labels"], dtype=np.int32).dataobj)
     _, classes = predictor.segment_array(preprocess_image(img, predictor.spec))
     predicted = labels_in_input_space(classes, grid_affine(img, predictor.spec), img.affine, img.shape)
     plot_label_maps(img, true, predicted, path, str(row["subject"]))
