@@ -204,7 +204,8 @@ def test_failed_cache_build_leaves_nothing_behind(tiny_cohort: Path, tmp_path: P
 def test_class_fractions_sum_to_the_true_volumes(tiny_study: Path) -> None:
     """The fraction identity: per region, sum(fraction) x cell volume = voxel count x voxel volume
     of the subject's own aparc+aseg; cells are never overfilled, and background fills the rest."""
-    from gmvol.data.fractions import dense_foreground, fill_background, label_fractions
+    from gmvol.data.cell_fractions import CellFractions
+    from gmvol.data.fractions import label_fractions
     from gmvol.data.preprocess import grid_affine, load_fractions, read_spec
     from gmvol.regions import REGION_IDS
     from gmvol.tissue import BACKGROUND_CLASS
@@ -219,7 +220,7 @@ def test_class_fractions_sum_to_the_true_volumes(tiny_study: Path) -> None:
         true = np.array([(labels == i).sum() * voxel for i in REGION_IDS])
         cached = load_fractions(tiny_study / "cache", row.subject)
         np.testing.assert_allclose(cached.class_volumes()[:68], true, rtol=1e-9)
-        dense = fill_background(dense_foreground(cached, spec.shape, cell))
+        dense = CellFractions.of(cached, spec.shape, cell).dense()
         np.testing.assert_allclose(dense[:68].sum(axis=(1, 2, 3), dtype=np.float64) * cell, true, rtol=1e-5)
         assert dense.sum(axis=0).max() <= 1 + 1e-5 and dense[BACKGROUND_CLASS].min() >= 0
         assert cached.count.dtype == np.uint16 and cached.klass.dtype == np.uint8

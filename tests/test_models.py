@@ -111,10 +111,11 @@ def test_meshnet_heads(head: str, coord_channels: bool) -> None:
     if head == "count":
         with torch.no_grad():
             volumes, classes = model.segment(x)
-            model.head.emit_logits = True
-            pred, logits = model(x)
-        assert logits.shape == (2, N_CLASSES, 20, 24, 16) and classes.shape == (2, 20, 24, 16)
-        torch.testing.assert_close(classes, logits.argmax(dim=1))
+            model.head.emit_log_probs = True
+            pred, log_probs = model(x)
+        assert log_probs.shape == (2, N_CLASSES, 20, 24, 16) and classes.shape == (2, 20, 24, 16)
+        torch.testing.assert_close(torch.exp(log_probs).sum(dim=1), torch.ones(2, 20, 24, 16))
+        torch.testing.assert_close(classes, log_probs.argmax(dim=1))
         torch.testing.assert_close(pred, out)
         torch.testing.assert_close(volumes, out)
     else:
@@ -125,7 +126,7 @@ def test_meshnet_heads(head: str, coord_channels: bool) -> None:
 def test_counting_head_is_exact_on_perfect_fractions(tiny_study: Path) -> None:
     """Logits whose softmax is a subject's true class fractions give back its true volumes, in mm^3
     and standardised with the buffers set_scaling stores."""
-    from gmvol.data.fractions import dense_foreground, fill_background
+    from gmvol.data.cell_fractions import CellFractions
     from gmvol.data.preprocess import load_fractions, read_spec
 
     table = pd.read_csv(tiny_study / "subjects.csv")
@@ -133,7 +134,7 @@ def test_counting_head_is_exact_on_perfect_fractions(tiny_study: Path) -> None:
     true = table.loc[table["subject"] == subject, list(REGION_COLUMNS)].to_numpy(dtype=np.float64)[0]
     spec = read_spec(tiny_study / "cache" / "spec.json")
     cell = spec.voxel_size**3
-    fractions = fill_background(dense_foreground(load_fractions(tiny_study / "cache", subject), spec.shape, cell))
+    fractions = CellFractions.of(load_fractions(tiny_study / "cache", subject), spec.shape, cell).dense()
     head = CountingHead(channels=4, n_outputs=68)
     mean, std = true * 0.9, true * 0.1
     head.set_scaling(torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32), cell)

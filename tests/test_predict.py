@@ -167,6 +167,33 @@ def test_lia_and_ras_copies_of_a_scan_agree(tmp_path: Path, predictor: Predictor
     assert np.allclose(predictor.predict_image(ras), a, rtol=1e-5)
 
 
+def test_a_model_trained_with_flips_averages_the_scan_and_its_mirror_image(tmp_path: Path, model_dir: Path) -> None:
+    """Its answer for the scan and for its left-right mirror image (lh/rh swapped back), averaged:
+    so a mirrored copy of a scan gets the very same volumes, lh and rh swapped. A model saved
+    without flips in its training settings keeps the plain answer."""
+    from gmvol.data.preprocess import preprocess_image
+    from gmvol.qc import mirrored
+    from gmvol.regions import mirror_permutation
+
+    flipping = tmp_path / "flips"
+    shutil.copytree(model_dir, flipping)
+    document = json.loads((flipping / "model.json").read_text())
+    (flipping / "model.json").write_text(json.dumps({**document, "train": {"augment": {"flip": True}}}))
+    averaging, plain_model = Predictor(flipping, device="cpu"), Predictor(model_dir, device="cpu")
+    assert averaging.mirror_average and not plain_model.mirror_average
+    scan = head(5)
+    image = preprocess_image(scan, averaging.spec)
+    with torch.no_grad():
+        both = averaging.model(torch.from_numpy(np.stack([image, mirrored(image, averaging.spec)])[:, None]))
+    plain, mirror = averaging.scaler.inverse(both.numpy().astype(np.float64))
+    expected = (plain + mirror[mirror_permutation()]) / 2
+    np.testing.assert_allclose(averaging.predict_image(scan), expected, rtol=1e-6)
+    np.testing.assert_allclose(plain_model.predict_image(scan), plain, rtol=1e-6)
+    assert np.abs(plain - expected).max() > 1e-3 * np.abs(expected).max()  # the mirror pass counts
+    flipped = nib.Nifti1Image(np.ascontiguousarray(scan.get_fdata(dtype=np.float32)[::-1]), scan.affine)
+    np.testing.assert_allclose(averaging.predict_image(flipped), expected[mirror_permutation()], rtol=1e-4)
+
+
 def test_predict_files_keeps_order_and_times_each_scan(tmp_path: Path, predictor: Predictor) -> None:
     paths = []
     for i in range(5):

@@ -6,6 +6,14 @@ thread pool a few scans ahead of the forward pass, so neither waits for the othe
 runs forward on its own (a batch of one): a scan's row must not depend on which scans share its
 batch (float32 kernels round differently per batch), so local, Dask and resumed runs agree bit
 for bit. Every row carries the QC scores of `gmvol.qc`.
+
+A model trained with left-right flips (`train.augment.flip`, in model.json) has learned both
+orientations, so a scan's volumes are then the mean of two predictions: of the scan and of its
+mirror image (lh/rh swapped back), run as one batch of two. The mirrored pass is the one QC's
+qc_flip needs anyway. On the default study's 134 test scans this lifts the counting MeshNet's
+median regional R^2 from 0.04 to 0.17 (normalized loss 0.0346 -> 0.0307; the baseline: no
+change). A model trained without flips (the grid head) keeps its plain answer: averaging in a
+view it never saw cost it 0.02 in R^2.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from gmvol.qc import (
     qc_columns,
     read_reference,
 )
-from gmvol.regions import REGION_COLUMNS
+from gmvol.regions import REGION_COLUMNS, mirror_permutation
 from gmvol.segmentation import seg_path, write_segmentation
 
 T1_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mgz", ".mgh")
@@ -219,6 +227,13 @@ def _read_metadata(metadata: dict, path: Path) -> tuple[PreprocessSpec, TargetSc
     return spec, scaler
 
 
+def trained_with_flips(metadata: dict) -> bool:
+    """Whether model.json says the model was trained with left-right flips (so its answer for a
+    mirrored scan is as good as for the scan); False for a model saved without training settings."""
+    augment = metadata.get("train", {}).get("augment", {})
+    return isinstance(augment, dict) and augment.get("flip") is True
+
+
 def implausible_prediction(volumes: np.ndarray) -> str | None:
     """Why a (68,) prediction is no measurement (non-finite or non-positive volumes), or None."""
     bad = ~np.isfinite(volumes) | (volumes <= 0)
@@ -274,6 +289,8 @@ class Predictor:
         model, self.metadata = load_model(self.model_dir, map_location="cpu")
         self.spec, self.scaler = _read_metadata(self.metadata, self.model_dir / CONFIG_FILE)
         self.qc_reference = read_reference(self.model_dir)
+        self.mirror_average = trained_with_flips(self.metadata)
+        """Whether a scan's volumes average it and its mirror image (see the module docstring)."""
         self.seg_dir = None if seg_dir is None else Path(seg_dir)
         self.segments = isinstance(getattr(model, "head", None), CountingHead)
         """Whether the model makes label maps (a counting model)."""
@@ -295,17 +312,32 @@ class Predictor:
             standardized = self.model(batch).float().cpu().numpy().astype(np.float64)
         return self.scaler.inverse(standardized)
 
-    def segment_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One preprocessed image -> (68,) volumes in mm^3 and its class map on the model grid."""
-        batch = torch.from_numpy(image[None, None]).to(self.device)
+    def _pair(self, image: np.ndarray) -> list[np.ndarray]:
+        return [image, mirrored(image, self.spec)]
+
+    def mean_of_pair(self, plain: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+        """A scan's volumes: for a model trained with flips, the mean of its prediction and its
+        mirror image's (lh/rh swapped back), else the plain prediction."""
+        return (plain + mirror[mirror_permutation()]) / 2.0 if self.mirror_average else plain
+
+    def predict_pair(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One preprocessed image -> the (68,) predictions in mm^3 of it and of its mirror image
+        (lh/rh as the network gave them), one batch of two."""
+        plain, mirror = self._forward(self._pair(image))
+        return plain, mirror
+
+    def segment_array(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One preprocessed image -> `predict_pair`'s two predictions and the class map of the
+        plain pass on the model grid (a counting model)."""
+        batch = torch.from_numpy(np.stack(self._pair(image))[:, None]).to(self.device)
         with torch.inference_mode(), autocast(self.device.type, self.precision):
             standardized, classes = self.model.segment(batch)
-        volumes = self.scaler.inverse(standardized.float().cpu().numpy().astype(np.float64))[0]
-        return volumes, classes[0].cpu().numpy().astype(np.uint8)
+        plain, mirror = self.scaler.inverse(standardized.float().cpu().numpy().astype(np.float64))
+        return plain, mirror, classes[0].cpu().numpy().astype(np.uint8)
 
     def predict_array(self, image: np.ndarray) -> np.ndarray:
-        """One preprocessed image -> (68,) volumes, alone in its batch (see the module docstring)."""
-        return self._forward([image])[0]
+        """One preprocessed image -> its (68,) volumes in mm^3 (see the module docstring)."""
+        return self.mean_of_pair(*self.predict_pair(image))
 
     def predict_image(self, img: nib.spatialimages.SpatialImage) -> np.ndarray:
         """One loaded T1 (any orientation and grid) -> (68,) volumes in mm^3, REGION_COLUMNS order."""
@@ -343,8 +375,8 @@ class Predictor:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _run_batch(self, batch: list[tuple[ScanResult, np.ndarray | None]]) -> Iterator[ScanResult]:
-        """Forward the good scans of a batch (and, for QC, their mirror images); failed ones pass
-        through in place."""
+        """Forward the good scans of a batch, each with its mirror image; failed ones pass through
+        in place."""
         for result, image in batch:
             if image is None:
                 yield result
@@ -352,16 +384,16 @@ class Predictor:
             start = time.perf_counter()
             seg_s = 0.0
             if self.seg_dir is not None and result.grids is not None:
-                values, classes = self.segment_array(image)
+                plain, mirror, classes = self.segment_array(image)
                 seg_start = time.perf_counter()
                 write_segmentation(classes, *result.grids, seg_path(self.seg_dir, result.subject))
                 seg_s = time.perf_counter() - seg_start
             else:
-                values = self.predict_array(image)
-            flipped = self.predict_array(mirrored(image, self.spec)) if self.qc_reference else None
+                plain, mirror = self.predict_pair(image)
+            values = self.mean_of_pair(plain, mirror)
             forward_s = time.perf_counter() - start - seg_s
             problem = implausible_prediction(values)
-            scores = {**result.qc, **prediction_scores(values, flipped, self.qc_reference)}
+            scores = {**result.qc, **prediction_scores(plain, mirror, self.qc_reference)}
             yield ScanResult(result.subject, result.path, None if problem else values,
                              InputError(result.path, problem) if problem else None,
                              result.load_s, result.preprocess_s, forward_s, scores, seg_s=seg_s)

@@ -12,9 +12,10 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from gmvol.data.fractions import SparseFractions, dense_foreground, fill_background, mirror_fractions
+from gmvol.data.cell_fractions import CellFractions
+from gmvol.data.fractions import SparseFractions
 from gmvol.data.preprocess import load_cached, load_fractions
-from gmvol.regions import N_REGIONS, REGION_COLUMNS, mirror_permutation
+from gmvol.regions import REGION_COLUMNS, mirror_permutation
 
 
 @dataclass(frozen=True)
@@ -70,37 +71,31 @@ def shift(image: np.ndarray, offsets: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def zoom_about_centre(image: np.ndarray, fractions: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Scale the content by `factor` about the grid centre: the image linearly, the fractions
-    (N_CLASSES, ...) by nearest cell, so the zoomed fractions stay fractions; zeros outside."""
+def zoom_about_centre(image: np.ndarray, factor: float) -> np.ndarray:
+    """The image's content scaled by `factor` about the grid centre (linear), zeros outside; the
+    same map as `CellFractions.zoomed`."""
     centre = (np.asarray(image.shape) - 1) / 2.0
-    zoomed = ndimage.affine_transform(image, np.full(3, 1.0 / factor), offset=centre - centre / factor,
-                                      order=1, mode="constant", cval=0.0).astype(np.float32)
-    index = [np.round(c + (np.arange(n) - c) / factor).astype(int) for c, n in zip(centre, image.shape)]
-    out = fractions[np.ix_(np.arange(len(fractions)), *(np.clip(i, 0, n - 1) for i, n in zip(index, image.shape)))]
-    for axis, (i, n) in enumerate(zip(index, image.shape)):  # zero what came from outside the grid
-        outside = (i < 0) | (i >= n)
-        if outside.any():
-            out[(slice(None),) * (axis + 1) + (outside,)] = 0.0
-    return zoomed, out
+    return ndimage.affine_transform(image, np.full(3, 1.0 / factor), offset=centre - centre / factor,
+                                    order=1, mode="constant", cval=0.0).astype(np.float32)
 
 
 def augment(image: np.ndarray, target: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
-            fractions: np.ndarray | None = None, cell_mm3: float = 1.0
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            fractions: CellFractions | None = None, cell_mm3: float = 1.0
+            ) -> tuple[np.ndarray, np.ndarray, CellFractions | None]:
     """One random draw of `cfg` applied to the image, its targets (mm^3) and (when given) its class
     fractions alike: a flip swaps lh/rh targets and classes, a shift moves the fractions too, and
     a zoom (fractions only) makes the brain smaller or larger, its targets recounted."""
     if cfg.flip and rng.random() < 0.5:
         image, target = flip_left_right(image, target)
-        fractions = None if fractions is None else mirror_fractions(fractions)
+        fractions = None if fractions is None else fractions.flipped()
     if cfg.shift_voxels:
-        offsets = tuple(rng.integers(-cfg.shift_voxels, cfg.shift_voxels + 1, size=3))
+        offsets = tuple(int(o) for o in rng.integers(-cfg.shift_voxels, cfg.shift_voxels + 1, size=3))
         image = shift(image, offsets)
-        fractions = None if fractions is None else shift(fractions, offsets)
+        fractions = None if fractions is None else fractions.shifted(offsets)
     if cfg.zoom and fractions is not None:
-        image, fractions = zoom_about_centre(image, fractions, float(np.exp(rng.uniform(-cfg.zoom, cfg.zoom))))
-        target = fractions[:N_REGIONS].sum(axis=(1, 2, 3), dtype=np.float64) * cell_mm3
+        factor = float(np.exp(rng.uniform(-cfg.zoom, cfg.zoom)))
+        image, fractions = zoom_about_centre(image, factor), fractions.zoomed(factor)
+        target = fractions.region_volumes(cell_mm3)
     if cfg.intensity:
         gamma, gain = np.exp(rng.normal(0.0, cfg.intensity, size=2))
         image = np.clip(np.power(image, gamma) * gain, 0.0, 1.0).astype(np.float32)
@@ -164,7 +159,7 @@ class VolumeDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image, target = self.images[index], self.targets[index]
         fractions = (None if self.fractions is None
-                     else dense_foreground(self.fractions[index], image.shape, self.cell_mm3))
+                     else CellFractions.of(self.fractions[index], image.shape, self.cell_mm3))
         if self.augment_cfg is not None:
             # torch's generator is seeded by the runner (and per loader worker), so draws are
             # reproducible yet differ between epochs
@@ -177,7 +172,7 @@ class VolumeDataset(Dataset):
         item = {"image": torch.from_numpy(np.ascontiguousarray(image))[None],
                 "target": torch.from_numpy(np.ascontiguousarray(target))}
         if fractions is not None:
-            item["fractions"] = torch.from_numpy(np.ascontiguousarray(fill_background(fractions)))
+            item["fractions"] = torch.from_numpy(fractions.dense())
         return item
 
 

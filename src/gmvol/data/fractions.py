@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from gmvol.regions import N_REGIONS
-from gmvol.tissue import BACKGROUND_CLASS, N_CLASSES, class_mirror_permutation, classes_of
+from gmvol.tissue import BACKGROUND_CLASS, N_CLASSES, classes_of
 
 TIE_BREAK = 1e-4
 """Added to every point's cell coordinate: points that lie exactly on a cell face in exact
@@ -91,27 +91,3 @@ def label_fractions(img: nib.spatialimages.SpatialImage, grid_affine: np.ndarray
     sample_mm3 = float(abs(np.linalg.det(img.affine[:3, :3]))) / s**3
     return SparseFractions(index=(key // N_CLASSES).astype(np.int32), klass=(key % N_CLASSES).astype(np.uint8),
                            count=counts.astype(np.uint16), sample_mm3=sample_mm3, outside_mm3=lost * sample_mm3)
-
-
-def dense_foreground(fractions: SparseFractions, shape: tuple[int, int, int], cell_mm3: float) -> np.ndarray:
-    """(N_CLASSES, *shape) float32 fractions with the background channel left at 0 (see
-    `fill_background`), so that flips and shifts can act on it first. A cell whose points
-    overfill it (a sample lattice not commensurate with the grid) is scaled to sum to 1."""
-    out = np.zeros((N_CLASSES, int(np.prod(shape))), dtype=np.float32)
-    out[fractions.klass, fractions.index] = fractions.count * (fractions.sample_mm3 / cell_mm3)
-    total = out.sum(axis=0)
-    over = total > 1.0
-    out[:, over] /= total[over]
-    return out.reshape(N_CLASSES, *shape)
-
-
-def fill_background(fractions: np.ndarray) -> np.ndarray:
-    """Set the background channel to what the other classes leave of each cell (in place)."""
-    fractions[BACKGROUND_CLASS] = 0.0
-    fractions[BACKGROUND_CLASS] = np.clip(1.0 - fractions.sum(axis=0), 0.0, 1.0)
-    return fractions
-
-
-def mirror_fractions(fractions: np.ndarray) -> np.ndarray:
-    """Left-right flip (RAS axis 0) of (N_CLASSES, D, H, W) fractions, lh and rh classes swapped."""
-    return np.ascontiguousarray(fractions[list(class_mirror_permutation())][:, ::-1])

@@ -74,7 +74,7 @@ def plot_segmentation(predictor: Predictor, row: pd.Series, path: Path) -> None:
         return
     img = load_t1(Path(row["t1"]))
     true = np.asarray(load_volume(row["labels"], dtype=np.int32).dataobj)
-    _, classes = predictor.segment_array(preprocess_image(img, predictor.spec))
+    *_, classes = predictor.segment_array(preprocess_image(img, predictor.spec))
     predicted = labels_in_input_space(classes, grid_affine(img, predictor.spec), img.affine, img.shape)
     plot_label_maps(img, true, predicted, path, str(row["subject"]))
 

@@ -45,8 +45,9 @@ class CountingHead(nn.Module):
     training, restored with the state_dict), so the head answers in the same units as the
     regression heads and the rest of the pipeline needs no special case. Counting makes the
     volume scale with the brain, however small or large, instead of interpolating between
-    training totals. With `emit_logits` set (training) it returns (volumes, logits) for the
-    per-voxel loss on the partial-volume targets.
+    training totals. With `emit_log_probs` set (training) it returns (volumes, log-probabilities)
+    for the per-voxel losses on the partial-volume targets: the one float32 log-softmax the count
+    is made from serves them too (a softmax over 75 classes at every voxel is most of a step).
     """
 
     def __init__(self, channels: int, n_outputs: int, calibrate: bool = True) -> None:
@@ -58,7 +59,7 @@ class CountingHead(nn.Module):
         self.register_buffer("target_mean", torch.zeros(n_outputs))
         self.register_buffer("target_std", torch.ones(n_outputs))
         self.register_buffer("voxel_mm3", torch.ones(()))
-        self.emit_logits = False
+        self.emit_log_probs = False
 
     @torch.no_grad()
     def set_scaling(self, mean: torch.Tensor, std: torch.Tensor, voxel_mm3: float) -> None:
@@ -74,7 +75,11 @@ class CountingHead(nn.Module):
     def volumes(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, 68) mm^3: softmax summed over voxels, in float32 (a bf16 sum over 10^5-10^7 voxels
         would lose the volume)."""
-        probabilities = torch.softmax(logits.float(), dim=1)[:, :N_REGIONS]
+        return self.count(torch.log_softmax(logits.float(), dim=1))
+
+    def count(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """(B, 68) mm^3 from float32 log-probabilities (B, N_CLASSES, D, H, W)."""
+        probabilities = torch.exp(log_probs[:, :N_REGIONS])
         return probabilities.sum(dim=(2, 3, 4)) * self.voxel_mm3 * torch.exp(self.log_calibration)
 
     def standardize(self, volumes: torch.Tensor) -> torch.Tensor:
@@ -82,9 +87,9 @@ class CountingHead(nn.Module):
 
     def forward(self, features: torch.Tensor, pointwise: nn.Module | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        logits = self.logits(features, pointwise)
-        standardized = self.standardize(self.volumes(logits))
-        return (standardized, logits) if self.emit_logits else standardized
+        log_probs = torch.log_softmax(self.logits(features, pointwise).float(), dim=1)
+        standardized = self.standardize(self.count(log_probs))
+        return (standardized, log_probs) if self.emit_log_probs else standardized
 
     def segment(self, features: torch.Tensor, pointwise: nn.Module | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:

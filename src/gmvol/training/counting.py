@@ -30,22 +30,24 @@ DICE_LOSS = "dice_loss"
 
 
 class SoftCrossEntropy(nn.Module):
-    """Cross-entropy against soft targets (fractions summing to 1 over dim 1), voxel mean, in float32."""
+    """Cross-entropy against soft targets (fractions summing to 1 over dim 1), voxel mean, from
+    the head's float32 log-probabilities."""
 
-    def forward(self, logits: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
-        return -(fractions * torch.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+    def forward(self, log_probs: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        return -(fractions * log_probs).sum(dim=1).mean()
 
 
 class SoftDiceLoss(nn.Module):
-    """1 - the mean soft Dice of the 68 regions (per subject, then averaged), in float32.
+    """1 - the mean soft Dice of the 68 regions (per subject, then averaged), from the head's
+    float32 log-probabilities.
 
     Unlike the voxel-mean cross-entropy, which barely notices a little probability spread over
     the many background voxels, Dice charges every bit of a region's mass outside the region:
     that spread is exactly what would make a count wrong on a brain of another size.
     """
 
-    def forward(self, logits: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(logits.float(), dim=1)[:, :N_REGIONS].flatten(2)
+    def forward(self, log_probs: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        p = torch.exp(log_probs[:, :N_REGIONS]).flatten(2)
         f = fractions[:, :N_REGIONS].float().flatten(2)
         dice = (2 * (p * f).sum(-1) + 1.0) / (p.sum(-1) + f.sum(-1) + 1.0)
         return 1.0 - dice.mean()
@@ -68,12 +70,12 @@ def prepare_counting(head: CountingHead, scaler: TargetScaler, voxel_mm: float, 
     """Give the head the training targets' scaling and the grid's voxel volume; start its
     softmax at the class priors (a uniform start would count each region over the whole grid, a
     hundred standard deviations off, and the first epochs would only unlearn that); and make it
-    return its logits too (for the per-voxel loss)."""
+    return its log-probabilities too (for the per-voxel losses)."""
     head.set_scaling(torch.as_tensor(scaler.mean, dtype=torch.float32),
                      torch.as_tensor(scaler.std, dtype=torch.float32), voxel_mm**3)
     with torch.no_grad():
         head.classifier.bias.copy_(torch.as_tensor(np.log(np.maximum(priors, 1e-6)), dtype=torch.float32))
-    head.emit_logits = True
+    head.emit_log_probs = True
 
 
 def counting_criteria() -> dict[str, nn.Module]:
@@ -85,9 +87,9 @@ def counting_callbacks(volume_weight: float, segmentation_weight: float, dice_we
     """The three losses, their weighted sum, and its backward pass and optimizer step."""
     return [
         dl.CriterionCallback(input_key="pred", target_key="target", metric_key="loss", criterion_key="volume"),
-        dl.CriterionCallback(input_key="logits", target_key="fractions", metric_key=SEGMENTATION_LOSS,
+        dl.CriterionCallback(input_key="log_probs", target_key="fractions", metric_key=SEGMENTATION_LOSS,
                              criterion_key="segmentation"),
-        dl.CriterionCallback(input_key="logits", target_key="fractions", metric_key=DICE_LOSS, criterion_key="dice"),
+        dl.CriterionCallback(input_key="log_probs", target_key="fractions", metric_key=DICE_LOSS, criterion_key="dice"),
         dl.MetricAggregationCallback(metric_key=JOINT_LOSS, mode="weighted_sum",
                                      metrics={"loss": volume_weight, SEGMENTATION_LOSS: segmentation_weight,
                                               DICE_LOSS: dice_weight}),
@@ -97,6 +99,6 @@ def counting_callbacks(volume_weight: float, segmentation_weight: float, dice_we
 
 
 def runner_keys(counting: bool) -> dict[str, Any]:
-    """SupervisedRunner keys: a counting model's forward returns (volumes, logits)."""
+    """SupervisedRunner keys: a counting model's forward returns (volumes, log-probabilities)."""
     return {"input_key": "image", "target_key": "target", "loss_key": "loss",
-            "output_key": ["pred", "logits"] if counting else "pred"}
+            "output_key": ["pred", "log_probs"] if counting else "pred"}
