@@ -3,9 +3,9 @@
 Kept free of CLI concerns so that the evaluation stage runs exactly the code `gmvol predict` runs.
 Reading and preprocessing (I/O, gzip and scipy, which mostly release the GIL) run in a small
 thread pool a few scans ahead of the forward pass, so neither waits for the other. Each scan
-runs forward on its own (a batch of one): a scan's row must not depend on which scans share its
-batch (float32 kernels round differently per batch), so local, Dask and resumed runs agree bit
-for bit. Every row carries the QC scores of `gmvol.qc`.
+runs forward on its own, with its mirror image (a batch of two that depends on the scan alone): a
+scan's row must not depend on which other scans share its batch (float32 kernels round
+differently per batch), so local, Dask and resumed runs agree bit for bit. Every row carries the QC scores of `gmvol.qc`.
 
 A model trained with left-right flips (`train.augment.flip`, in model.json) has learned both
 orientations, so a scan's volumes are then the mean of two predictions: of the scan and of its
