@@ -132,15 +132,15 @@ def readme_exp_show() -> list[str]:
 def test_an_experiment_and_the_readme_comparisons_fit_a_terminal(study: Path) -> None:
     run(["git", "add", "-A"], study)
     run(["git", "commit", "-qm", "baseline run"], study)
-    lr = yaml.safe_load((study / "params.yaml").read_text())["train"]["lr"] * 3
-    rerun = dvc("exp", "run", "-S", f"train.lr={lr}", cwd=study).stdout
+    lr = yaml.safe_load((study / "params.yaml").read_text())["models"]["meshnet_count"]["train"]["lr"] / 2
+    rerun = dvc("exp", "run", "-S", f"models.meshnet_count.train.lr={lr}", cwd=study).stdout
     assert "train@meshnet_count" in rerun and "Running stage 'synthesize'" not in rerun
     words = readme_exp_show()
     shown = run([sys.executable, "-m", "dvc", *words[1:], "--no-pager"], study, env={"COLUMNS": "120"}).stdout
     rows = [ln for ln in shown.splitlines() if any(ch.isdigit() for ch in ln) and "metrics.json" not in ln]
     assert len(rows) >= 3, shown  # workspace, the baseline commit and the experiment
     assert max(map(len, shown.splitlines())) <= 120 and "…" not in shown, shown  # nothing cut off
-    assert "meshnet_count/metrics.json:nl" in shown and "train.lr" in shown
+    assert "meshnet_count/metrics.json:nl" in shown and "models.meshnet_count.train.lr" in shown
     diff = dvc("metrics", "diff", "HEAD", "--json", cwd=study).stdout
     changed = json.loads(diff)
     assert "data/eval/meshnet_count/metrics.json" in changed
@@ -148,4 +148,4 @@ def test_an_experiment_and_the_readme_comparisons_fit_a_terminal(study: Path) ->
              for p in ("model", "mean_predictor", "total_scaling") for k in HEADLINE}
     assert set(changed["data/eval/meshnet_count/metrics.json"]) <= set(HEADLINE) | extra
     assert "data/eval/mean_predictor/metrics.json" not in changed  # the baselines do not train
-    assert "train.lr" in dvc("params", "diff", "HEAD", cwd=study).stdout
+    assert "models.meshnet_count.train.lr" in dvc("params", "diff", "HEAD", cwd=study).stdout
