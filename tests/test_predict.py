@@ -23,6 +23,7 @@ from gmvol.models import build_model, model_config_from_dict
 from gmvol.models.checkpoint import ModelFileError, save_model
 from gmvol.predict import TABLE_COLUMNS, Predictor, discover_inputs
 from gmvol.regions import N_REGIONS, REGION_COLUMNS
+from gmvol.regrid import TypicalTotals
 
 SPEC = PreprocessSpec(voxel_size=8.0, shape=(16, 16, 16))
 MODEL_CFG = {"name": "meshnet", "meshnet": {"channels": 4, "dilations": [1, 2, 1]}}
@@ -332,3 +333,28 @@ def test_label_maps_go_back_to_the_input_grid_by_nearest_cell() -> None:
     inside = (cells == [4, 5, 4]).all(axis=1).reshape(img.shape)
     assert inside.sum() > 10
     assert (labels[inside] == CLASS_IDS[3]).mean() > 0.97 and (labels[~inside] == 0).mean() > 0.999
+
+
+def test_a_brain_outside_the_typical_totals_gets_voxels_scaled_to_land_inside() -> None:
+    """A count outside the range scales the voxel by its excess to the power 2/3 (the count moves
+    half as far as the brain): 8x the top of the range gives voxels 4x as wide, 1/8 of the bottom
+    a quarter as wide; a count inside keeps the model's grid."""
+    typical = TypicalTotals.of(np.linspace(400e3, 600e3, 101))
+    assert typical.to_list() == pytest.approx([420e3, 580e3])
+    assert typical.regrid_voxel_mm(500e3, 5.0) is None
+    assert typical.regrid_voxel_mm(580e3 * 1.005, 5.0) is None  # within the 1% tolerance
+    assert typical.regrid_voxel_mm(8 * 580e3, 5.0) == pytest.approx(20.0)
+    assert typical.regrid_voxel_mm(420e3 / 8, 5.0) == pytest.approx(1.25)
+    assert typical.regrid_voxel_mm(0.0, 5.0) is None  # nothing counted: nothing to scale by
+    assert TypicalTotals.from_metadata({}) is None
+    with pytest.raises(ValueError):
+        TypicalTotals(600e3, 400e3)
+
+
+def test_no_regrid_reaches_the_predictor_settings() -> None:
+    from gmvol.cli import _settings, build_parser
+
+    parse = build_parser().parse_args
+    assert _settings(parse(["predict", "a.nii.gz", "--model", "m"])).regrid
+    settings = _settings(parse(["predict", "a.nii.gz", "--model", "m", "--no-regrid"]))
+    assert not settings.regrid

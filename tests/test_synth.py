@@ -17,7 +17,7 @@ from gmvol.data.stats import read_aparc_stats
 from gmvol.regions import COLUMN_TO_ID, DK_NAMES, REGION_COLUMNS, REGION_IDS
 from gmvol.synth.anatomy import DK_TABLE, DONOR_ATLAS, DONORS, freesurfer_labels, package_file
 from gmvol.synth.cohort import SynthConfig, subject_jobs, synthesize_cohort, write_prepared_seeds
-from gmvol.synth.head import AIR, head_classes
+from gmvol.synth.head import AIR, CSF, HeadConfig, head_classes
 from gmvol.synth.render import RenderConfig, acquisition_mm, intensity_table
 from gmvol.synth.subject import brain_scale, render_subject
 from gmvol.synth.thickness import boundary_maps, change_gray_matter, thickness_to_voxels
@@ -103,17 +103,34 @@ def test_head_size_is_independent_of_brain_size() -> None:
     shape, voxel = (48, 56, 48), 5.0
     q = (np.indices(shape, dtype=np.float32) - np.array(shape, dtype=np.float32)[:, None, None, None] / 2) * voxel
 
-    def volumes(size: float, draw: int) -> tuple[int, int]:
+    def volumes(size: float, draw: int, head: HeadConfig = TINY_SYNTH.head) -> tuple[int, int]:
         brain = (((q / (np.array([70.0, 87.0, 62.0])[:, None, None, None] * size)) ** 2).sum(axis=0) <= 1.0)
-        cls, _ = head_classes(brain, q, voxel, np.random.default_rng([7, draw]), TINY_SYNTH.head)
+        cls, _ = head_classes(brain, q, voxel, np.random.default_rng([7, draw]), head)
         return int(brain.sum()), int((cls != AIR).sum() + brain.sum())
 
+    roomy = dataclasses.replace(TINY_SYNTH.head, size_sd=0.0)  # skulls the brain never fills
     for draw in range(6):  # the same head draw around a small and a large brain: the same head
-        (b1, h1), (b2, h2) = volumes(0.95, draw), volumes(1.05, draw)
+        (b1, h1), (b2, h2) = volumes(0.95, draw, roomy), volumes(1.05, draw, roomy)
         assert b2 > 1.3 * b1 and abs(h2 - h1) < 0.02 * h1
     rng = np.random.default_rng(1)
     pairs = [volumes(brain_scale(rng, TINY_SYNTH.anatomy), i) for i in range(60)]  # the cohort's size draws
     assert abs(np.corrcoef(np.array(pairs).T)[0, 1]) < 0.1
+
+
+def test_cranium_size_draw_spans_full_and_roomy_skulls() -> None:
+    """`size_sd` scales the whole cranium: around one brain, some draws leave it filling the skull and
+    others afloat in CSF; without it the brain's share of the cranium stays in a narrow band."""
+    shape, voxel = (48, 56, 48), 5.0
+    q = (np.indices(shape, dtype=np.float32) - np.array(shape, dtype=np.float32)[:, None, None, None] / 2) * voxel
+    brain = (((q / np.array([70.0, 87.0, 62.0])[:, None, None, None]) ** 2).sum(axis=0) <= 1.0)
+
+    def brain_shares(head: HeadConfig) -> np.ndarray:
+        csf = [(head_classes(brain, q, voxel, np.random.default_rng([7, d]), head)[0] == CSF).sum() for d in range(30)]
+        return brain.sum() / (brain.sum() + np.array(csf))
+
+    wide, narrow = brain_shares(HeadConfig()), brain_shares(HeadConfig(size_sd=0.0))
+    assert wide.min() < 0.45 and wide.max() > 0.8
+    assert narrow.min() > 0.45 and narrow.max() < 0.75
 
 
 def test_freesurfer_layout_ids_and_orientation(tiny_cohort: Path) -> None:

@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from gmvol.data.dataset import AugmentConfig, TargetScaler, VolumeDataset, flip_left_right, shift
+from gmvol.data.dataset import AugmentConfig, TargetScaler, VolumeDataset, flip_left_right, shift, volumes_of
 from gmvol.data.preprocess import PreprocessSpec
+from gmvol.data.split import fit_subjects
 from gmvol.models import build_model, model_config_from_dict
 from gmvol.models.checkpoint import ModelFileError, load_model, save_model
 from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
+from gmvol.regrid import TypicalTotals
 from gmvol.training.config import TrainConfig
 from gmvol.training.ddp import per_process_batch, resolve_layout
 from gmvol.training.engine import build_engine, resolve_engine_name
@@ -199,6 +201,16 @@ def test_a_counting_model_trains_on_both_losses_and_writes_label_maps(tiny_study
     table = predictor.predict_files([Path(p) for p in test["t1"]], test["subject"].tolist())
     plain = Predictor(out, device="cpu").predict_files([Path(p) for p in test["t1"]], test["subject"].tolist())
     pd.testing.assert_frame_equal(table, plain)  # --seg changes no volume
+
+    # the typical totals: the fit subjects' 10th-90th percentile; a count outside them is re-gridded
+    fit_totals = volumes_of(fit_subjects(pd.read_csv(tiny_study / "split" / "train.csv"))).sum(axis=1)
+    typical = TypicalTotals.from_metadata(json.loads((out / "model.json").read_text()))
+    assert typical is not None and np.allclose(typical.to_list(), np.percentile(fit_totals, [10, 90]))
+    native = Predictor(out, device="cpu", regrid=False).predict_files([Path(p) for p in test["t1"]],
+                                                                     test["subject"].tolist())
+    inside = native["total"].between(typical.low * 0.99, typical.high * 1.01)
+    pd.testing.assert_frame_equal(table[inside], native[inside])  # bit for bit
+    assert (~inside).any() and (table["total"] != native["total"])[~inside].all()  # a 3-epoch model miscounts
     for subject, t1 in zip(test["subject"], test["t1"]):
         written, scan = nib.load(seg / f"{subject}_aparc+aseg.mgz"), nib.load(t1)
         assert written.shape == scan.shape and np.allclose(written.affine, scan.affine)

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--dask", metavar="ADDRESS",
                          help="spread the scans over a Dask cluster: tcp://HOST:PORT (a running scheduler, "
                               "e.g. dask-jobqueue's SLURMCluster) or local:N (N local worker processes)")
+    predict.add_argument("--no-regrid", dest="regrid", action="store_false",
+                         help="count every scan on the model's own grid; by default a counting model counts a "
+                              "brain outside the sizes it learned on a grid scaled to that brain")
     predict.add_argument("--seg", type=Path, metavar="DIR",
                          help="also write each scan's label map as DIR/<id>_aparc+aseg.mgz (FreeSurfer LUT "
                               "ids, in the scan's own space and grid); needs a counting model (meshnet_count)")
@@ -199,7 +202,7 @@ def _settings(args: argparse.Namespace) -> PredictorSettings:
     return PredictorSettings(str(args.model), device=args.device, batch_size=args.batch_size,
                              precision=args.precision,
                              crop_threshold=None if args.crop_threshold < 0 else args.crop_threshold,
-                             seg_dir=None if args.seg is None else str(args.seg))
+                             seg_dir=None if args.seg is None else str(args.seg), regrid=args.regrid)
 
 
 def _open_ledger(args: argparse.Namespace, settings: PredictorSettings) -> Ledger | None:
@@ -208,7 +211,7 @@ def _open_ledger(args: argparse.Namespace, settings: PredictorSettings) -> Ledge
         return None
     numbers = {"precision": settings.precision, "crop_threshold": settings.crop_threshold,
                "seg_dir": settings.seg_dir,  # a resumed --seg run must not skip scans without label maps
-               "device": settings.device}
+               "device": settings.device, "regrid": settings.regrid}
     ledger = Ledger.open(ledger_path(args.out), fingerprint(args.model, numbers))
     return ledger
 

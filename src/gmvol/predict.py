@@ -18,12 +18,13 @@ view it never saw cost it 0.02 in R^2.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from gmvol.qc import (
     read_reference,
 )
 from gmvol.regions import REGION_COLUMNS, mirror_permutation
+from gmvol.regrid import TypicalTotals
 from gmvol.segmentation import seg_path, write_segmentation
 
 T1_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".mgz", ".mgh")
@@ -255,6 +257,7 @@ class PredictorSettings:
     crop_threshold: float | None = 0.0
     precision: str = "fp32"
     seg_dir: str | None = None
+    regrid: bool = True
 
     def build(self) -> Predictor:
         return Predictor(**asdict(self))
@@ -265,7 +268,8 @@ class Predictor:
 
     def __init__(self, model_dir: str | os.PathLike[str], device: str = "auto", batch_size: int = 4,
                  workers: int = 2, crop_threshold: float | None = 0.0, precision: str = "fp32",
-                 retain_memory: bool = True, seg_dir: str | os.PathLike[str] | None = None) -> None:
+                 retain_memory: bool = True, seg_dir: str | os.PathLike[str] | None = None,
+                 regrid: bool = True) -> None:
         """Load model.pt/model.json once; raises `ModelFileError` for a bad model directory.
 
         `crop_threshold`: run a MeshNet on the bounding box of the voxels above it only (0: exact,
@@ -277,6 +281,8 @@ class Predictor:
         page-faulting it back in (`gmvol.heap`).
         `seg_dir`: also write each scan's argmax label map there (`gmvol.segmentation`); needs a
         counting model (head 'count').
+        `regrid`: count a brain outside the counting model's typical sizes on a grid scaled to it
+        (`gmvol.regrid`); False keeps every scan on the model's own grid.
         """
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be at least 1")
@@ -294,6 +300,8 @@ class Predictor:
         self.seg_dir = None if seg_dir is None else Path(seg_dir)
         self.segments = isinstance(getattr(model, "head", None), CountingHead)
         """Whether the model makes label maps (a counting model)."""
+        self.typical = TypicalTotals.from_metadata(self.metadata) if regrid and self.segments else None
+        """The totals the counting model counts best (None: never re-grid)."""
         if self.seg_dir is not None and not self.segments:
             raise ModelFileError(self.model_dir / CONFIG_FILE, "--seg needs a counting model (meshnet head 'count'), "
                                  "which segments; this model only regresses volumes")
@@ -335,13 +343,33 @@ class Predictor:
         plain, mirror = self.scaler.inverse(standardized.float().cpu().numpy().astype(np.float64))
         return plain, mirror, classes[0].cpu().numpy().astype(np.uint8)
 
+    def on_scaled_grid(self, load: Callable[[], nib.spatialimages.SpatialImage], plain: np.ndarray,
+                       mirror: np.ndarray, classes: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The model grid's predictions (and class map) of a scan, or, when its count lies outside
+        the model's typical totals, those of a grid scaled to the brain (`gmvol.regrid`), in mm^3;
+        with that grid's affine (None: the model's own grid). `load` reads the scan, if needed."""
+        total = float(self.mean_of_pair(plain, mirror).sum())
+        voxel_mm = None if self.typical is None else self.typical.regrid_voxel_mm(total, self.spec.voxel_size)
+        if voxel_mm is None:
+            return plain, mirror, classes, None
+        img, spec = load(), replace(self.spec, voxel_size=voxel_mm)
+        image = preprocess_image(img, spec)
+        if classes is None:
+            plain, mirror = self.predict_pair(image)
+        else:
+            plain, mirror, classes = self.segment_array(image)
+        scale = (voxel_mm / self.spec.voxel_size) ** 3
+        return plain * scale, mirror * scale, classes, grid_affine(img, spec)
+
     def predict_array(self, image: np.ndarray) -> np.ndarray:
-        """One preprocessed image -> its (68,) volumes in mm^3 (see the module docstring)."""
+        """One preprocessed image -> its (68,) volumes in mm^3 on the model grid (see the module docstring)."""
         return self.mean_of_pair(*self.predict_pair(image))
 
     def predict_image(self, img: nib.spatialimages.SpatialImage) -> np.ndarray:
         """One loaded T1 (any orientation and grid) -> (68,) volumes in mm^3, REGION_COLUMNS order."""
-        return self.predict_array(preprocess_image(img, self.spec))
+        plain, mirror, _, _ = self.on_scaled_grid(lambda: img, *self.predict_pair(preprocess_image(img, self.spec)), None)
+        return self.mean_of_pair(plain, mirror)
 
     def predict_one(self, subject: str, path: Path) -> ScanResult:
         """One scan, read, preprocessed and predicted in this thread (a Dask task's work)."""
@@ -383,13 +411,19 @@ class Predictor:
                 continue
             start = time.perf_counter()
             seg_s = 0.0
+            classes = None
             if self.seg_dir is not None and result.grids is not None:
                 plain, mirror, classes = self.segment_array(image)
-                seg_start = time.perf_counter()
-                write_segmentation(classes, *result.grids, seg_path(self.seg_dir, result.subject))
-                seg_s = time.perf_counter() - seg_start
             else:
                 plain, mirror = self.predict_pair(image)
+            plain, mirror, classes, scaled_grid = self.on_scaled_grid(functools.partial(load_t1, result.path), plain,
+                                                                      mirror, classes)
+            if classes is not None and result.grids is not None:
+                seg_start = time.perf_counter()
+                model_grid, input_affine, input_shape = result.grids
+                write_segmentation(classes, model_grid if scaled_grid is None else scaled_grid, input_affine,
+                                   input_shape, seg_path(self.seg_dir, result.subject))
+                seg_s = time.perf_counter() - seg_start
             values = self.mean_of_pair(plain, mirror)
             forward_s = time.perf_counter() - start - seg_s
             problem = implausible_prediction(values)

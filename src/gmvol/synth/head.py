@@ -20,7 +20,9 @@ class HeadConfig:
     """The head around the brain (the `synthesize.head` params section)."""
 
     radii_mm: tuple[float, float, float] = (80.0, 100.0, 80.0)  # intracranial semi-axes (L-R, A-P, S-I)
-    radii_sd: float = 0.04                 # log SD, drawn independently of the brain's size
+    size_sd: float = 0.10                  # log SD of one factor on all three semi-axes: brains that fill
+                                           # the skull and brains afloat in CSF (atrophy), independent of the brain
+    radii_sd: float = 0.04                 # log SD of each semi-axis on its own (the head's shape)
     csf_mm: Range = (1.0, 3.0)             # least CSF around the brain where it fills the skull
     skull_mm: Range = (4.0, 9.0)
     scalp_mm: Range = (3.0, 9.0)
@@ -28,6 +30,8 @@ class HeadConfig:
     crop_probability: float = 0.4          # per side of the field of view: cut it short of the head
 
     def __post_init__(self) -> None:
+        if self.size_sd < 0 or self.radii_sd < 0:
+            raise ValueError(f"size_sd and radii_sd must be >= 0, got {self.size_sd} and {self.radii_sd}")
         if not 0.0 <= self.skull_strip_fraction <= 1.0 or not 0.0 <= self.crop_probability <= 1.0:
             raise ValueError("skull_strip_fraction and crop_probability must lie in [0, 1]")
 
@@ -57,7 +61,7 @@ def head_frame(affine: np.ndarray, shape: tuple[int, ...], rotation: np.ndarray,
 def head_classes(brain: np.ndarray, q: np.ndarray, voxel_mm: float, rng: np.random.Generator,
                  cfg: HeadConfig) -> tuple[np.ndarray, dict[str, float]]:
     """Tissue class (AIR..MARROW) of every voxel outside `brain`, and the draw that made it."""
-    radii = np.asarray(cfg.radii_mm) * np.exp(rng.normal(0.0, cfg.radii_sd, size=3))
+    radii = np.asarray(cfg.radii_mm) * np.exp(rng.normal(0.0, cfg.size_sd) + rng.normal(0.0, cfg.radii_sd, size=3))
     center = np.array([0.0, rng.normal(0.0, 3.0), rng.normal(5.0, 3.0)])
     around = distance_mm(brain, voxel_mm)
     cranium = _ellipsoid(q, center, radii) | (around <= rng.uniform(*cfg.csf_mm)) | brain

@@ -28,6 +28,7 @@ from gmvol.heap import retain_freed_memory
 from gmvol.models import build_model
 from gmvol.models.card import DataSource
 from gmvol.regions import REGION_COLUMNS
+from gmvol.regrid import METADATA_KEY, TypicalTotals
 from gmvol.training.config import TrainConfig
 from gmvol.training.counting import (
     class_priors,
@@ -94,7 +95,8 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
         torch.set_num_threads(cfg.threads)
     engine = _engine(cfg)  # refuse a bad DDP layout before loading any data
     table = pd.read_csv(train_csv)
-    scaler = TargetScaler.fit(volumes_of(fit_subjects(table)))
+    fit_volumes = volumes_of(fit_subjects(table))
+    scaler = TargetScaler.fit(fit_volumes)
     spec = read_spec(cache_dir / "spec.json")
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
@@ -120,7 +122,8 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     valid_targets = loaders["valid"].dataset.targets
     mean_loss = float(np.mean(valid_targets**2))  # the training mean is 0 in standardised units
     metadata = {"target_scaling": scaler.to_dict(), "regions": list(REGION_COLUMNS),
-                "preprocess": jsonable(spec), "train": jsonable(cfg)}
+                "preprocess": jsonable(spec), "train": jsonable(cfg),
+                METADATA_KEY: TypicalTotals.of(fit_volumes.sum(axis=1)).to_list()}  # gmvol.regrid
     save = SaveOutputsCallback(best, curves, out_dir, model_cfg, metadata, metrics_json,
                                {"valid_loss_mean_predictor": mean_loss,
                                 "engine": resolve_engine_name(cfg.engine)})
