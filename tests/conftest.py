@@ -17,11 +17,13 @@ from gmvol.synth.render import RenderConfig
 TINY_SYNTH = SynthConfig(n_subjects=6, seed=3, voxel_size=4.0, workers=1, seeds=("mni152", "9861"),
                          render=RenderConfig(csf=(0.1, 0.15), gray=(0.45, 0.5), white=(0.85, 0.9),
                                              resolution_mm=(1.0, 2.0), slice_mm=(1.0, 3.0)),
-                         head=HeadConfig(skull_strip_fraction=0.0, crop_probability=0.0),
+                         head=HeadConfig(size_sd=0.0, skull_strip_fraction=0.0, crop_probability=0.0),
                          heldout=HeldoutConfig(seeds=("15697",), n_subjects=2))
 """Two training anatomies and a held-out one (the seeds take a minute to prepare, once per
-session). Every head kept and the contrast nearly fixed: four training scans must make a QC
-reference under which the test scans pass and a skull-stripped or inverted scan does not."""
+session). Every head kept, of one size, and the contrast nearly fixed: four training scans must
+make a QC reference under which the test scans pass and a skull-stripped or inverted scan does
+not (with `size_sd` the two test heads' histograms fell outside it). Tests of the head-size draw
+use `HeadConfig()`."""
 
 
 @pytest.fixture(scope="session", autouse=True)

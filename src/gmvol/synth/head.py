@@ -61,7 +61,9 @@ def head_frame(affine: np.ndarray, shape: tuple[int, ...], rotation: np.ndarray,
 def head_classes(brain: np.ndarray, q: np.ndarray, voxel_mm: float, rng: np.random.Generator,
                  cfg: HeadConfig) -> tuple[np.ndarray, dict[str, float]]:
     """Tissue class (AIR..MARROW) of every voxel outside `brain`, and the draw that made it."""
-    radii = np.asarray(cfg.radii_mm) * np.exp(rng.normal(0.0, cfg.size_sd) + rng.normal(0.0, cfg.radii_sd, size=3))
+    # size_sd 0 draws nothing: a cohort made without it keeps its images exactly
+    size = rng.normal(0.0, cfg.size_sd) if cfg.size_sd else 0.0
+    radii = np.asarray(cfg.radii_mm) * np.exp(size + rng.normal(0.0, cfg.radii_sd, size=3))
     center = np.array([0.0, rng.normal(0.0, 3.0), rng.normal(5.0, 3.0)])
     around = distance_mm(brain, voxel_mm)
     cranium = _ellipsoid(q, center, radii) | (around <= rng.uniform(*cfg.csf_mm)) | brain
