@@ -416,6 +416,8 @@ class Predictor:
                 plain, mirror, classes = self.segment_array(image)
             else:
                 plain, mirror = self.predict_pair(image)
+            # read again only if re-gridded (about one scan in five): holding every prefetched scan
+            # instead would keep 2 x batch_size full-resolution images (64 MB each at 1 mm) in memory
             plain, mirror, classes, scaled_grid = self.on_scaled_grid(functools.partial(load_t1, result.path), plain,
                                                                       mirror, classes)
             if classes is not None and result.grids is not None:
