@@ -337,14 +337,17 @@ def test_label_maps_go_back_to_the_input_grid_by_nearest_cell() -> None:
 
 def test_a_brain_outside_the_typical_totals_gets_voxels_scaled_to_land_inside() -> None:
     """A count outside the range scales the voxel by its excess to the power 2/3 (the count moves
-    half as far as the brain): 8x the top of the range gives voxels 4x as wide, 1/8 of the bottom
-    a quarter as wide; a count inside keeps the model's grid."""
+    half as far as the brain): 1.2x the top of the range gives voxels 1.2^(2/3) as wide; the step
+    is capped at 1.25x either way (8x the top: 1.25x, 1/8 of the bottom: 1/1.25x, not 4x and 1/4x,
+    whose grid would crop the brain); a count inside keeps the model's grid."""
     typical = TypicalTotals.of(np.linspace(400e3, 600e3, 101))
     assert typical.to_list() == pytest.approx([420e3, 580e3])
     assert typical.regrid_voxel_mm(500e3, 5.0) is None
     assert typical.regrid_voxel_mm(580e3 * 1.005, 5.0) is None  # within the 1% tolerance
-    assert typical.regrid_voxel_mm(8 * 580e3, 5.0) == pytest.approx(20.0)
-    assert typical.regrid_voxel_mm(420e3 / 8, 5.0) == pytest.approx(1.25)
+    assert typical.regrid_voxel_mm(1.2 * 580e3, 5.0) == pytest.approx(5.0 * 1.2 ** (2 / 3))
+    assert typical.regrid_voxel_mm(420e3 / 1.2, 5.0) == pytest.approx(5.0 / 1.2 ** (2 / 3))
+    assert typical.regrid_voxel_mm(8 * 580e3, 5.0) == pytest.approx(6.25)
+    assert typical.regrid_voxel_mm(420e3 / 8, 5.0) == pytest.approx(4.0)
     assert typical.regrid_voxel_mm(0.0, 5.0) is None  # nothing counted: nothing to scale by
     assert TypicalTotals.from_metadata({}) is None
     with pytest.raises(ValueError):
