@@ -5,7 +5,7 @@ with a skull, scalp, face and neck, a 1 mm acquisition and the training contrast
 orig.mgz the way a user's scans arrive, runs the `gmvol predict` command on them, and compares the
 hemisphere totals with the truth (voxel counts of the rendered labels).
 
-    python benchmarks/heldout_1mm.py --model data/models/meshnet_count --subjects 4 --seg
+    python benchmarks/heldout_1mm.py --model data/models/meshnet_count --subjects 8 --seg
 
 It also runs `gmvol predict --no-regrid` (every scan on the model's own grid, `gmvol.regrid`) and
 reports its error and time. With --seg it runs `gmvol predict` once more writing label maps, and
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", type=Path, default=Path("data/models/meshnet_count"))
     parser.add_argument("--seg", action="store_true", help="also time `gmvol predict --seg` (a counting model)")
-    parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--voxel-size", type=float, default=1.0, help="grid of the written scans (mm)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/heldout_1mm.json"))
     args = parser.parse_args(argv)

@@ -227,6 +227,50 @@ def test_hemisphere_error_is_the_median_relative_error_of_each_hemisphere_total(
     assert summary(true, pred)["hemisphere_error_median"] == pytest.approx(0.03)
 
 
+def test_composition_scores_the_shares_alone_on_the_true_totals() -> None:
+    cols = list(REGION_COLUMNS)
+    rng = np.random.default_rng(3)
+    true = pd.DataFrame(rng.uniform(1000.0, 9000.0, (6, 68)), columns=cols)
+    scaled = true * np.array([0.7, 0.8, 0.9, 1.1, 1.2, 1.3])[:, None]  # right shares, wrong totals
+    assert summary(true, scaled)["normalized_loss"] > 0.005
+    assert summary(true, scaled)["composition_normalized_loss"] == pytest.approx(0.0, abs=1e-20)
+    assert summary(true, scaled)["composition_r2_median"] == pytest.approx(1.0)
+    lh = [c for c in cols if c.startswith("lh_")]
+    swapped = true.copy()  # right totals, two regions' volumes exchanged: composition is all the error
+    swapped[[lh[0], lh[1]]] = true[[lh[1], lh[0]]].to_numpy()
+    block = summary(true, swapped)
+    assert block["composition_normalized_loss"] == pytest.approx(block["normalized_loss"])
+    assert block["hemisphere_error_median"] == pytest.approx(0.0, abs=1e-12)
+    negative = true.copy()
+    negative[lh] = -1.0  # a regression head can say this; its lh has no shares
+    assert summary(true, negative)["composition_normalized_loss"] is None
+
+
+def test_total_response_says_how_much_of_each_draw_a_model_reports() -> None:
+    from gmvol.evaluation.response import has_draws, response_scores, total_response
+
+    cols = list(REGION_COLUMNS)
+    rng = np.random.default_rng(4)
+    n = 60
+    draws = pd.DataFrame({"seed": rng.choice(["a", "b", "c"], n), "thickness_change": rng.normal(0, 0.05, n),
+                          "brain_scale": np.exp(rng.normal(0, 0.05, n))}, index=[f"s{i}" for i in range(n)])
+    seed_size = draws["seed"].map({"a": 0.9, "b": 1.0, "c": 1.2}).to_numpy()
+    factor = seed_size * (1 + draws["thickness_change"].to_numpy()) * draws["brain_scale"].to_numpy() ** 3
+    shares = rng.uniform(0.5, 1.5, 68)
+    true = pd.DataFrame(np.outer(factor, shares) * 1000.0, index=draws.index, columns=cols)
+    exact = total_response(true, true.copy(), draws).set_index("draw")
+    np.testing.assert_allclose(exact["response"], 1.0, atol=1e-9)
+    assert exact.loc["brain_scale", "true_slope"] == pytest.approx(3.0, abs=0.05)  # log volume of a size factor
+    # reports size and what it knows of each seed, but no thickness: the seed cannot pass for a measurement
+    blind = true.div(1 + draws["thickness_change"], axis=0) * rng.normal(1.0, 0.01, (n, 1))
+    scores = response_scores(true, blind, draws)
+    assert abs(scores["thickness_change"]) < 3 * scores["thickness_change_se"] < 0.3
+    assert scores["brain_scale"] == pytest.approx(1.0, abs=3 * scores["brain_scale_se"])
+    assert has_draws(draws) and not has_draws(draws.drop(columns="seed"))
+    with pytest.raises(ValueError, match="same subjects"):
+        total_response(true, blind.iloc[1:], draws)
+
+
 def test_headline_keeps_few_rounded_numbers_under_short_keys(tiny: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     true, _ = tiny
     pred = true * 1.0123457

@@ -169,7 +169,8 @@ def test_report_shows_the_heldout_anatomy_and_the_cohort(tmp_path: Path) -> None
     metrics["heldout_anatomy"] = {
         "model": summary(0.015, 0.55, 0.7, timings=False) | {"hemisphere_error_median": 0.031},
         "mean_predictor": summary(0.05, -0.2, None, timings=False) | {"hemisphere_error_median": 0.09},
-        "total_scaling": summary(0.02, 0.4, 0.6, timings=False) | {"hemisphere_error_median": 0.0}}
+        "total_scaling": summary(0.02, 0.4, 0.6, timings=False) | {"hemisphere_error_median": 0.0},
+        "response": {"thickness_change": 0.153, "thickness_change_se": 0.2, "brain_scale": 1.0}}
     metrics["extrapolation"] = {
         "model": summary(0.02, 0.6, 0.7, timings=False) | {"hemisphere_error_median": 0.042},
         "mean_predictor": summary(0.09, -3.0, None, timings=False) | {"hemisphere_error_median": 0.27},
@@ -185,8 +186,10 @@ def test_report_shows_the_heldout_anatomy_and_the_cohort(tmp_path: Path) -> None
     page = html.unescape(out.read_text())
     section = page[page.index('id="heldout"'):page.index('id="extrapolation"')]
     assert "1.50×" in section and "3.1%" in section and "9.0%" in section  # ratio to the test split
+    meshnet_row = section.split(">meshnet</a>")[1].split("</tr>")[0]
+    assert meshnet_row.endswith('<td class="num">15.3%</td>')  # the thickness response
     resnet_row = section.split(">resnet</a>")[1].split("</tr>")[0]
-    assert resnet_row.count("—") == 7  # resnet has no held-out scores: ratio and the six columns
+    assert resnet_row.count("—") == 9  # resnet has no held-out scores: ratio, the seven columns, the response
     extrapolation = page[page.index('id="extrapolation"'):page.index('id="model-meshnet"')]
     assert "2.00×" in extrapolation and "4.2%" in extrapolation and "27.0%" in extrapolation
     assert f"{fmt_mm3(301000.0)}–{fmt_mm3(812000.0)}" in page

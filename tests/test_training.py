@@ -20,6 +20,7 @@ from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
 from gmvol.regrid import TypicalTotals
 from gmvol.training.config import TrainConfig
+from gmvol.training.counting import HemisphereTotalLoss
 from gmvol.training.ddp import per_process_batch, resolve_layout
 from gmvol.training.engine import build_engine, resolve_engine_name
 from gmvol.training.loop import train_model
@@ -64,6 +65,24 @@ def test_augmented_dataset_keeps_shapes_and_standardises_targets() -> None:
     assert len(targets) == 2
     plain = VolumeDataset(data.images, volumes, scaler, None)
     np.testing.assert_array_equal(plain[2]["image"][0].numpy(), data.images[2])
+
+
+def test_the_total_loss_charges_a_hemisphere_miscounted_and_not_volume_moved_within_one() -> None:
+    rng = np.random.default_rng(0)
+    volumes = rng.uniform(1000.0, 9000.0, (20, 68))
+    scaler = TargetScaler.fit(volumes)
+    loss = HemisphereTotalLoss(scaler.std, volumes)
+    truth = volumes[:2].copy()
+    moved = truth.copy()  # 500 mm^3 from one left region to another: the totals stay
+    moved[:, 0] -= 500.0
+    moved[:, 5] += 500.0
+    standardized = lambda v: torch.as_tensor(scaler.transform(v))
+    assert float(loss(standardized(moved), standardized(truth))) < 1e-8
+    miscounted = truth.copy()
+    miscounted[0, 40] += 2000.0  # subject 0's right hemisphere 2000 mm^3 over
+    rh_sd = volumes[:, 34:].sum(axis=1).std()
+    expected = (2000.0 / rh_sd) ** 2 / 4  # mean over 2 subjects x 2 hemispheres
+    assert float(loss(standardized(miscounted), standardized(truth))) == pytest.approx(expected, rel=1e-3)
 
 
 def test_engine_is_chosen_from_params() -> None:
@@ -185,12 +204,12 @@ def test_a_counting_model_trains_on_both_losses_and_writes_label_maps(tiny_study
     from gmvol.tissue import CLASS_IDS
 
     cfg = TrainConfig(epochs=3, batch_size=2, lr=0.01, scheduler="constant", seed=1, volume_weight=0.01,
-                      augment=AugmentConfig(flip=True, shift_voxels=1, intensity=0.0))
+                      total_weight=0.01, augment=AugmentConfig(flip=True, shift_voxels=1, intensity=0.0))
     out = tmp_path / "meshnet_count"
     train_model(model_config_from_dict(COUNTING), cfg, tiny_study / "split" / "train.csv", tiny_study / "cache",
                 out, tmp_path / "curves.csv", tmp_path / "metrics.json")
     curves = pd.read_csv(tmp_path / "curves.csv")
-    assert {"train_loss", "train_segmentation_loss", "valid_segmentation_loss"} <= set(curves.columns)
+    assert {"train_loss", "train_segmentation_loss", "valid_segmentation_loss", "valid_total_loss"} <= set(curves.columns)
     assert curves["train_segmentation_loss"].iloc[-1] < curves["train_segmentation_loss"].iloc[0]
     model, _ = load_model(out)
     assert float(model.head.voxel_mm3) == 1000.0 and float(model.head.target_std.min()) > 1.0  # restored buffers

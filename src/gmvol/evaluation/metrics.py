@@ -19,7 +19,7 @@ METRIC_COLUMNS: tuple[str, ...] = ("mse", "normalized_loss", "mae_mm3", "mae_pct
 
 SUMMARY_KEYS: tuple[str, ...] = ("mse", "normalized_loss", "normalized_loss_region_median", "mae_mm3", "mae_pct", "r2_median", "r2_pooled",
                                  "r2_min", "worst_region", "pearson_median", "icc_median",
-                                 "hemisphere_error_median")
+                                 "hemisphere_error_median", "composition_normalized_loss", "composition_r2_median")
 """Keys of `summary`, fixed so scores.json keeps one shape across commits."""
 
 
@@ -139,6 +139,8 @@ def summary(true: pd.DataFrame, pred: pd.DataFrame) -> dict[str, float | str | N
     mse, normalized_loss, mae_mm3 and mae_pct pool all subject x region cells. r2_pooled is
     1 - sum(SSres) / sum(SStot) over regions (each SStot around its own region's test mean), so big
     regions weigh more; r2_median weighs regions equally. worst_region is the region of r2_min.
+    The composition_* pair scores `on_true_totals(true, pred)`: what the predictor knows of how
+    each hemisphere divides among its regions, its total error taken out.
     """
     t, p = aligned_arrays(true, pred)
     err = p - t
@@ -158,7 +160,36 @@ def summary(true: pd.DataFrame, pred: pd.DataFrame) -> dict[str, float | str | N
         "pearson_median": _median(table["pearson_r"]),
         "icc_median": _median(table["icc31"]),
         "hemisphere_error_median": hemisphere_error_median(true, pred),
+        **composition_scores(true, pred),
     }
+
+
+def on_true_totals(true: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame | None:
+    """`pred`'s share of each region in its hemisphere x the true hemisphere total (None when a
+    predicted hemisphere total is not positive: it has no shares).
+
+    A regional error is a hemisphere total error plus a composition error; this removes the
+    first. Scored next to the mean predictor's (the training shares on the true totals), it says
+    whether a model reads regional anatomy at all or only brain size.
+    """
+    t, p = aligned_arrays(true, pred)
+    out = np.empty_like(p)
+    for idx in _hemisphere_columns():
+        predicted = p[:, idx].sum(axis=1, keepdims=True)
+        if (predicted <= 0).any():
+            return None
+        out[:, idx] = p[:, idx] / predicted * t[:, idx].sum(axis=1, keepdims=True)
+    return pd.DataFrame(out, index=true.index, columns=list(REGION_COLUMNS))
+
+
+def composition_scores(true: pd.DataFrame, pred: pd.DataFrame) -> dict[str, float | None]:
+    """Normalized loss and median regional R^2 of `on_true_totals` (see `summary`)."""
+    composed = on_true_totals(true, pred)
+    if composed is None:
+        return {"composition_normalized_loss": None, "composition_r2_median": None}
+    t, c = aligned_arrays(true, composed)
+    return {"composition_normalized_loss": float(((c - t) ** 2).sum() / (t**2).sum()),
+            "composition_r2_median": _median(region_table(true, composed)["r2"])}
 
 
 def hemisphere_error_median(true: pd.DataFrame, pred: pd.DataFrame) -> float | None:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from gmvol.data.preprocess import grid_affine, preprocess_image
 from gmvol.evaluation.baseline_scores import split_volumes
 from gmvol.evaluation.figures import plot_error_boxplot, plot_normalized_loss_bars, plot_scatter_grid
+from gmvol.evaluation.response import has_draws, response_scores
 from gmvol.evaluation.segmentation_figure import plot_label_maps, plot_no_segmentation
 from gmvol.evaluation.tables import (
     headline,
@@ -104,6 +105,9 @@ def evaluate_model(model_dir: Path, train_csv: Path, test_csv: Path, out_dir: Pa
         held_values = held_pred.set_index("subject")[list(REGION_COLUMNS)].loc[held_true.index]
         metrics[block] = set_scores(fit, held_true, held_values)
         headlines[block] = {k: headline(v) for k, v in metrics[block].items()}
+        draws = held.set_index("subject")
+        if has_draws(draws):  # a synthetic set: how much of each known change the model reports
+            metrics[block]["response"] = response_scores(held_true, held_values, draws)
         write_csv(held_pred, files.set_predictions(block))
         h = metrics[block]
         print(f"evaluate {name}, {block}: normalized loss {h['model']['normalized_loss']:.4g} "

@@ -22,7 +22,14 @@ HELDOUT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("mae_pct", "MAE (%)", "mean of |pred - true| / true"),
     ("hemisphere_error_median", "hemisphere error",
      "median over subjects and hemispheres of |predicted hemisphere total / true - 1|"),
+    ("composition_normalized_loss", "composition loss",
+     ("normalized loss of the predicted regional shares on the true hemisphere totals (below the mean "
+      "predictor's: the model reads regional anatomy)")),
 )
+
+
+THICKNESS_TIP = ("how much of a change in cortical thickness the predicted total reports, within each "
+                 "anatomy seed (100%: all of it; 0: none; gmvol.evaluation.response)")
 
 
 def _pct(value: Any) -> str:
@@ -67,19 +74,22 @@ def evaluation_set_section(models: Sequence[ModelInputs], anchors: dict[str, str
     head = [("predictor", ""), ("test-split normalized loss", "on the 80/20 test split"),
             ("ratio", "this set's / test-split normalized loss: 1 means nothing lost on these brains")]
     head += [(label, tip) for _, label, tip in HELDOUT_COLUMNS]
+    head.append(("thickness response", THICKNESS_TIP))
     rows: list[list[Cell]] = []
     for m in models:
-        held = (m.metrics.get(spec.block) or {}).get("model") or {}
+        block = m.metrics.get(spec.block) or {}
+        held = block.get("model") or {}
         test_nl, held_nl = as_float((m.metrics.get("model") or {}).get("normalized_loss")), as_float(held.get("normalized_loss"))
         ratio = "—" if not test_nl or held_nl is None else f"{held_nl / test_nl:.2f}×"
+        thickness = (block.get("response") or {}).get("thickness_change")
         rows.append([Cell(f'<a href="#{anchors[m.name]}">{esc(m.name)}</a>'), num_cell(fmt_sig(test_nl)),
-                     num_cell(ratio), *_held_cells(held)])
+                     num_cell(ratio), *_held_cells(held), num_cell(_pct(thickness))])
     source = next(m for m in models if spec.block in m.metrics)
     for key, label in BASELINES.items():
         held = source.metrics[spec.block].get(key) or {}
         test = source.metrics.get(key) or {}
         rows.append([Cell(esc(label)), num_cell(fmt_sig(test.get("normalized_loss"))), num_cell("—"),
-                     *_held_cells(held)])
+                     *_held_cells(held), num_cell("—")])
     classes = ["model"] * len(models) + ["baseline first-baseline"] + ["baseline"] * (len(BASELINES) - 1)
     return f'{title}{table(head, rows, classes)}<p class="legend">{esc(spec.legend)}</p>'
 

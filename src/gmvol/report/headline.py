@@ -41,6 +41,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("r2_pooled", "pooled R²", "1 - sum SSres / sum SStot over regions (big regions weigh more)", "higher"),
     Column("pearson_median", "median r", "Pearson r, median over regions (undefined for a constant)", "higher"),
     Column("icc_median", "median ICC(3,1)", "ICC(3,1) consistency, median over regions", "higher"),
+    Column("composition_normalized_loss", "composition loss", "normalized loss of the predicted regional shares "
+           "of each hemisphere on the true hemisphere totals: the regional error without the total error", "lower"),
     Column("seconds_per_scan_forward", "s/scan forward", "seconds per scan, network forward pass only", "lower"),
     Column("seconds_per_scan_end_to_end", "s/scan end-to-end", "seconds per scan, from file to volumes",
            "lower"),
@@ -60,7 +62,10 @@ EXPLANATION = (
     "ICC are undefined, shown as —). <b>Total scaling</b> is an oracle: it scales the mean by each "
     "subject's <i>true</i> total gray-matter volume, which no model is given; beating it means the "
     "model captures regional differences beyond overall brain size. R², Pearson r and ICC measure "
-    "whether differences between subjects are captured, which the normalized loss hides."
+    "whether differences between subjects are captured, which the normalized loss hides. The "
+    "<b>composition loss</b> takes each predictor's regional shares of a hemisphere and applies them "
+    "to the true hemisphere total: a model reads regional anatomy only where it is below the mean "
+    "predictor's (the training shares)."
 )
 
 

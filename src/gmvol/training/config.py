@@ -47,6 +47,7 @@ class TrainConfig:
     volume_weight: float = 1.0                   # counting models: loss = volume MSE x this
     segmentation_weight: float = 1.0             # + per-voxel soft cross-entropy x this
     dice_weight: float = 1.0                     # + (1 - mean soft Dice of the 68 regions) x this
+    total_weight: float = 0.0                    # + MSE of the hemisphere totals (in training SDs) x this
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -55,8 +56,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.preload_gib < 0:
             raise ValueError("lr must be > 0, weight_decay and preload_gib >= 0")
-        if min(self.volume_weight, self.segmentation_weight, self.dice_weight) < 0:
-            raise ValueError("volume_weight, segmentation_weight and dice_weight must be >= 0")
+        if min(self.volume_weight, self.segmentation_weight, self.dice_weight, self.total_weight) < 0:
+            raise ValueError("volume_weight, segmentation_weight, dice_weight and total_weight must be >= 0")
         if min(self.ddp_processes, self.ddp_port, self.num_workers, self.threads) < 0:
             raise ValueError("ddp_processes, ddp_port, num_workers and threads must be >= 0")
 

@@ -32,7 +32,7 @@ class CurvesLogger(ILogger):
         for loader, values in metrics.items():
             if not isinstance(values, dict):
                 continue
-            for key in ("loss", "segmentation_loss", "dice_loss", "lr"):  # the middle two: counting models
+            for key in ("loss", "segmentation_loss", "dice_loss", "total_loss", "lr"):  # the middle three: counting models
                 if key in values:
                     row[key if key == "lr" else f"{loader}_{key}"] = float(values[key])
         self.rows.append(row)

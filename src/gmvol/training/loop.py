@@ -130,8 +130,9 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     callbacks: list[dl.Callback] = [best, save]
     criterion: torch.nn.Module | dict[str, torch.nn.Module] = torch.nn.MSELoss()
     if head is not None:
-        callbacks += counting_callbacks(cfg.volume_weight, cfg.segmentation_weight, cfg.dice_weight)
-        criterion = counting_criteria()
+        callbacks += counting_callbacks(cfg.volume_weight, cfg.segmentation_weight, cfg.dice_weight,
+                                        cfg.total_weight)
+        criterion = counting_criteria(scaler, fit_volumes)
     if scheduler is not None:
         callbacks.append(dl.SchedulerCallback(mode="batch"))
     runner = dl.SupervisedRunner(**runner_keys(head is not None))
