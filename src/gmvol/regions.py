@@ -60,6 +60,11 @@ def mirror_permutation() -> list[int]:
     return [i + half if i < half else i - half for i in range(N_REGIONS)]
 
 
+def hemisphere_columns() -> list[list[int]]:
+    """Positions in REGION_COLUMNS of each hemisphere's 34 regions, in HEMISPHERES order."""
+    return [[i for i, c in enumerate(REGION_COLUMNS) if hemisphere_and_name(c)[0] == h] for h in HEMISPHERES]
+
+
 def hemisphere_and_name(column: str) -> tuple[str, str]:
     """Split 'lh_insula' into ('lh', 'insula')."""
     hemi, _, name = column.partition("_")

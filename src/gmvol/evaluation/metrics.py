@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from gmvol.regions import HEMISPHERES, LOBE_OF, REGION_COLUMNS, hemisphere_and_name
+from gmvol.regions import LOBE_OF, REGION_COLUMNS, hemisphere_and_name, hemisphere_columns
 
 METRIC_COLUMNS: tuple[str, ...] = ("mse", "normalized_loss", "mae_mm3", "mae_pct", "r2", "pearson_r", "icc31")
 """Columns of `region_table` besides region/hemisphere/lobe, in order."""
@@ -174,7 +174,7 @@ def on_true_totals(true: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame | Non
     """
     t, p = aligned_arrays(true, pred)
     out = np.empty_like(p)
-    for idx in _hemisphere_columns():
+    for idx in hemisphere_columns():
         predicted = p[:, idx].sum(axis=1, keepdims=True)
         if (predicted <= 0).any():
             return None
@@ -196,10 +196,5 @@ def hemisphere_error_median(true: pd.DataFrame, pred: pd.DataFrame) -> float | N
     """Median over subjects and both hemispheres of |predicted hemisphere total / true - 1|: how
     far off a user's total cortical gray matter per hemisphere is, the first number they check."""
     t, p = aligned_arrays(true, pred)
-    ratios = [p[:, idx].sum(axis=1) / t[:, idx].sum(axis=1) for idx in _hemisphere_columns()]
+    ratios = [p[:, idx].sum(axis=1) / t[:, idx].sum(axis=1) for idx in hemisphere_columns()]
     return _json_float(float(np.median(np.abs(np.concatenate(ratios) - 1.0))))
-
-
-def _hemisphere_columns() -> list[np.ndarray]:
-    """Column positions (REGION_COLUMNS order) of each hemisphere's 34 regions."""
-    return [np.array([i for i, c in enumerate(REGION_COLUMNS) if c.startswith(f"{h}_")]) for h in HEMISPHERES]

@@ -21,7 +21,7 @@ from torch import nn
 from gmvol.data.dataset import TargetScaler
 from gmvol.data.fractions import SparseFractions
 from gmvol.models.heads import CountingHead
-from gmvol.regions import HEMISPHERES, N_REGIONS, REGION_COLUMNS
+from gmvol.regions import N_REGIONS, hemisphere_columns
 from gmvol.tissue import BACKGROUND_CLASS
 
 JOINT_LOSS = "joint_loss"
@@ -54,11 +54,6 @@ class SoftDiceLoss(nn.Module):
         return 1.0 - dice.mean()
 
 
-def hemisphere_membership() -> np.ndarray:
-    """(2, 68) float: row h is 1 on the regions of hemisphere HEMISPHERES[h]."""
-    return np.array([[c.startswith(f"{h}_") for c in REGION_COLUMNS] for h in HEMISPHERES], dtype=np.float32)
-
-
 class HemisphereTotalLoss(nn.Module):
     """MSE of the two hemisphere totals (sums of their 34 regions), each in SDs of the training
     subjects' totals, from the standardised volumes the head returns.
@@ -73,7 +68,9 @@ class HemisphereTotalLoss(nn.Module):
 
     def __init__(self, region_std: np.ndarray, fit_volumes: np.ndarray) -> None:
         super().__init__()
-        membership = hemisphere_membership()
+        membership = np.zeros((2, N_REGIONS))  # row h: 1 on hemisphere h's regions
+        for row, columns in zip(membership, hemisphere_columns(), strict=True):
+            row[columns] = 1.0
         totals_sd = (np.asarray(fit_volumes, dtype=np.float64) @ membership.T).std(axis=0)
         if region_std.shape != (N_REGIONS,) or not (totals_sd > 0).all():
             raise ValueError(f"need {N_REGIONS} region SDs and training totals that vary, got "
