@@ -30,7 +30,8 @@ import pandas as pd
 from common import write_result
 
 from gmvol.config import parse, read_params, section
-from gmvol.regions import HEMISPHERES, REGION_COLUMNS, REGION_IDS, hemisphere_columns
+from gmvol.evaluation.metrics import hemisphere_ratios
+from gmvol.regions import HEMISPHERES, REGION_IDS
 from gmvol.synth.cohort import SynthConfig, subject_jobs, write_prepared_seeds
 from gmvol.synth.subject import synthesize_subject
 
@@ -38,13 +39,9 @@ CEREBRAL_WHITE_MATTER = (2, 41)
 
 
 def signed_hemisphere_errors(true: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
-    """(subjects x hemispheres) predicted total / true total - 1, on the subjects both hold."""
-    subjects = pred.index.intersection(true.index)
-    out = {}
-    for hemi, idx in zip(HEMISPHERES, hemisphere_columns(), strict=True):
-        cols = [REGION_COLUMNS[i] for i in idx]
-        out[hemi] = pred.loc[subjects, cols].sum(axis=1) / true.loc[subjects, cols].sum(axis=1) - 1.0
-    return pd.DataFrame(out)
+    """(subjects x hemispheres) predicted total / true total - 1, on the subjects `pred` holds."""
+    true = true.loc[pred.index]
+    return pd.DataFrame(hemisphere_ratios(true, pred) - 1.0, index=pred.index, columns=list(HEMISPHERES))
 
 
 def interface_faces(a: np.ndarray, b: np.ndarray) -> int:

@@ -27,7 +27,7 @@ from gmvol.evaluation import (
     summary,
     total_scaling,
 )
-from gmvol.evaluation.metrics import hemisphere_error_median
+from gmvol.evaluation.metrics import hemisphere_error_median, hemisphere_ratios
 from gmvol.evaluation.tables import HEADLINE, headline
 from gmvol.regions import N_REGIONS, REGION_COLUMNS
 
@@ -225,6 +225,8 @@ def test_hemisphere_error_is_the_median_relative_error_of_each_hemisphere_total(
     # |errors| over (subject, hemisphere): 0.10, 0, 0.05, 0.05, 0.01, 0 -> median 0.03
     assert hemisphere_error_median(true, pred) == pytest.approx(0.03)
     assert summary(true, pred)["hemisphere_error_median"] == pytest.approx(0.03)
+    # signed, per subject and hemisphere (lh, rh): the bias a median of |errors| hides
+    np.testing.assert_allclose(hemisphere_ratios(true, pred), [[1.10, 1.0], [0.95, 0.95], [1.01, 1.0]])
 
 
 def test_composition_scores_the_shares_alone_on_the_true_totals() -> None:

@@ -192,9 +192,14 @@ def composition_scores(true: pd.DataFrame, pred: pd.DataFrame) -> dict[str, floa
             "composition_r2_median": _median(region_table(true, composed)["r2"])}
 
 
+def hemisphere_ratios(true: pd.DataFrame, pred: pd.DataFrame) -> np.ndarray:
+    """(subjects x 2) predicted hemisphere total / true, in HEMISPHERES order: signed, so that a
+    bias (by anatomy, by size) shows, not only its size."""
+    t, p = aligned_arrays(true, pred)
+    return np.stack([p[:, idx].sum(axis=1) / t[:, idx].sum(axis=1) for idx in hemisphere_columns()], axis=1)
+
+
 def hemisphere_error_median(true: pd.DataFrame, pred: pd.DataFrame) -> float | None:
     """Median over subjects and both hemispheres of |predicted hemisphere total / true - 1|: how
     far off a user's total cortical gray matter per hemisphere is, the first number they check."""
-    t, p = aligned_arrays(true, pred)
-    ratios = [p[:, idx].sum(axis=1) / t[:, idx].sum(axis=1) for idx in hemisphere_columns()]
-    return _json_float(float(np.median(np.abs(np.concatenate(ratios) - 1.0))))
+    return _json_float(float(np.median(np.abs(hemisphere_ratios(true, pred) - 1.0))))
