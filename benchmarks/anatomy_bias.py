@@ -65,6 +65,13 @@ def cortical_thickness_mm(labels_path: Path) -> float:
     return float(cortex.sum()) * voxel_mm / max(faces, 1)
 
 
+def summarize(errors: pd.DataFrame) -> dict[str, float]:
+    """Subjects, signed median error per hemisphere and over both, and the |error| median."""
+    both = errors.to_numpy().ravel()
+    return {"subjects": len(errors), "bias_lh": float(errors["lh"].median()), "bias_rh": float(errors["rh"].median()),
+            "bias": float(np.median(both)), "abs_error_median": float(np.median(np.abs(both)))}
+
+
 def seed_table(cohorts: list[pd.DataFrame], errors: pd.DataFrame, per_seed: int) -> pd.DataFrame:
     """Per seed: subjects scored, signed median error (lh, rh, both), |error| median, thickness."""
     cohort = pd.concat(cohorts).set_index("subject")
@@ -73,10 +80,7 @@ def seed_table(cohorts: list[pd.DataFrame], errors: pd.DataFrame, per_seed: int)
     for seed, group in errors.groupby(seeds):
         members = cohort.index[cohort["seed"].astype(str) == seed][:per_seed]
         thickness = [cortical_thickness_mm(Path(cohort.at[s, "labels"])) for s in members]
-        both = group.to_numpy().ravel()
-        rows.append({"seed": seed, "subjects": len(group), "bias_lh": float(group["lh"].median()),
-                     "bias_rh": float(group["rh"].median()), "bias": float(np.median(both)),
-                     "abs_error_median": float(np.median(np.abs(both))), "thickness_mm": float(np.mean(thickness))})
+        rows.append({"seed": seed, **summarize(group), "thickness_mm": float(np.mean(thickness))})
     return pd.DataFrame(rows)
 
 
@@ -90,12 +94,6 @@ def predicted_errors(model_dir: Path, truth: pd.DataFrame, work: Path) -> pd.Dat
     subprocess.run([sys.executable, "-m", "gmvol", "predict", *[str(work / s) for s in truth["subject"]],
                     "--model", str(model_dir), "--out", str(out)], check=True)
     return signed_hemisphere_errors(truth.set_index("subject"), pd.read_csv(out).set_index("subject"))
-
-
-def summarize(errors: pd.DataFrame) -> dict[str, float]:
-    both = errors.to_numpy().ravel()
-    return {"subjects": len(errors), "bias_lh": float(errors["lh"].median()), "bias_rh": float(errors["rh"].median()),
-            "abs_error_median": float(np.median(np.abs(both)))}
 
 
 def decompose(cfg: SynthConfig, model_dir: Path, n: int) -> dict[str, dict[str, float]]:
