@@ -3,8 +3,8 @@ the held-out set's contrast.
 
 Per anatomy seed it gives the model's signed median hemisphere-total error (test split, and the
 held-out seed from its own set) next to the seed's mean cortical thickness, read off its subjects'
-label maps as cortex volume / area of the cortex-white-matter interface. A model that counts what
-it sees has no bias by seed; one that gives every brain the training cortex misses thick-cortex
+label maps as cortex volume / white surface area (the generator's own measure of both). A
+model that counts what it sees has no bias by seed; one that gives every brain the training cortex misses thick-cortex
 seeds low and thin ones high.
 
 With --decompose N it also renders N subjects of the held-out seed with the training contrast and
@@ -31,11 +31,10 @@ from common import write_result
 
 from gmvol.config import parse, read_params, section
 from gmvol.evaluation.metrics import hemisphere_ratios
-from gmvol.regions import HEMISPHERES, REGION_IDS
+from gmvol.regions import HEMISPHERES
 from gmvol.synth.cohort import SynthConfig, subject_jobs, write_prepared_seeds
 from gmvol.synth.subject import synthesize_subject
-
-CEREBRAL_WHITE_MATTER = (2, 41)
+from gmvol.synth.thickness import boundary_maps
 
 
 def signed_hemisphere_errors(true: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
@@ -44,25 +43,13 @@ def signed_hemisphere_errors(true: pd.DataFrame, pred: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(hemisphere_ratios(true, pred) - 1.0, index=pred.index, columns=list(HEMISPHERES))
 
 
-def interface_faces(a: np.ndarray, b: np.ndarray) -> int:
-    """Number of voxel faces shared by a voxel of mask `a` and one of mask `b`."""
-    total = 0
-    for axis in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-        total += int((a[tuple(lo)] & b[tuple(hi)]).sum() + (b[tuple(lo)] & a[tuple(hi)]).sum())
-    return total
-
-
 def cortical_thickness_mm(labels_path: Path) -> float:
-    """Mean DK cortex thickness of one label map: its volume over its white-matter interface area."""
+    """Mean DK cortex thickness of one label map: its volume over its white surface area, as the
+    generator measures both (`gmvol.synth.thickness.boundary_maps`, in voxels of this map)."""
     img = nib.load(labels_path)
-    labels = np.asarray(img.dataobj)
+    maps = boundary_maps(np.asarray(img.dataobj))
     voxel_mm = float(np.cbrt(abs(np.linalg.det(img.affine[:3, :3]))))
-    cortex = np.isin(labels, REGION_IDS)
-    faces = interface_faces(cortex, np.isin(labels, CEREBRAL_WHITE_MATTER))
-    return float(cortex.sum()) * voxel_mm / max(faces, 1)
+    return len(maps.gm_index) * voxel_mm / max(float(maps.area_mm2.sum()), 1.0)
 
 
 def summarize(errors: pd.DataFrame) -> dict[str, float]:
