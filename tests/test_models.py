@@ -28,9 +28,9 @@ from gmvol.models import (
 from gmvol.models.checkpoint import ModelFileError, load_model, save_model
 from gmvol.models.config import ARCH_NAMES
 from gmvol.models.fast_conv import relayout
-from gmvol.models.heads import CountingHead, PooledLinearHead
+from gmvol.models.heads import CountingHead, FactoredCountingHead, PooledLinearHead
 from gmvol.models.layers import ACTIVATIONS, SeparableAdaptiveAvgPool3d
-from gmvol.regions import REGION_COLUMNS
+from gmvol.regions import N_REGIONS, REGION_COLUMNS
 from gmvol.tissue import N_CLASSES
 
 torch.set_num_threads(2)
@@ -97,7 +97,7 @@ def test_resnet_has_one_output_per_head_scale() -> None:
 
 # --- MeshNet heads and options -------------------------------------------------------------------
 
-@pytest.mark.parametrize("head", ["pool", "grid", "count"])
+@pytest.mark.parametrize("head", ["pool", "grid", "count", "count_factored"])
 @pytest.mark.parametrize("coord_channels", [False, True])
 def test_meshnet_heads(head: str, coord_channels: bool) -> None:
     cfg = MeshNetConfig(channels=6, dilations=(1, 2, 1), head=head, grid_size=2, coord_channels=coord_channels)
@@ -108,7 +108,7 @@ def test_meshnet_heads(head: str, coord_channels: bool) -> None:
         assert out.shape == (2, 68)
         # The pooling heads apply the 1x1x1 conv after pooling; it must equal applying it first.
         torch.testing.assert_close(out, model.head(model.features(x)), rtol=1e-5, atol=1e-5)
-    if head == "count":
+    if head.startswith("count"):
         with torch.no_grad():
             volumes, classes = model.segment(x)
             model.head.emit_log_probs = True
@@ -145,6 +145,39 @@ def test_counting_head_is_exact_on_perfect_fractions(tiny_study: Path) -> None:
     np.testing.assert_allclose(volumes, true, rtol=1e-4)
     np.testing.assert_allclose(standardized, (true - mean) / std, atol=2e-3)
     assert (true > 0).all()
+
+
+def test_factored_head_is_exact_on_perfect_fractions_and_starts_at_the_priors(tiny_study: Path) -> None:
+    """Tissue log-shares and within-cortex region log-shares made from a subject's true fractions
+    compose to those fractions, so the factored head counts its true volumes; and a head whose
+    weights are zero after init_priors gives every voxel the priors."""
+    from gmvol.data.cell_fractions import CellFractions
+    from gmvol.data.preprocess import load_fractions, read_spec
+
+    table = pd.read_csv(tiny_study / "subjects.csv")
+    subject = table["subject"].iloc[0]
+    true = table.loc[table["subject"] == subject, list(REGION_COLUMNS)].to_numpy(dtype=np.float64)[0]
+    spec = read_spec(tiny_study / "cache" / "spec.json")
+    f = torch.from_numpy(CellFractions.of(load_fractions(tiny_study / "cache", subject), spec.shape,
+                                          spec.voxel_size**3).dense()).double()
+    half = N_REGIONS // 2
+    cortex = torch.stack([f[:half].sum(0), f[half:N_REGIONS].sum(0)])
+    def within(regions: torch.Tensor, share: torch.Tensor) -> torch.Tensor:  # any split where there is no cortex
+        return torch.where(share > 0, regions / share.clamp_min(1e-12), torch.full_like(regions, 1.0 / half))
+    raw = torch.log(torch.cat([cortex, f[N_REGIONS:], within(f[:half], cortex[0]),
+                               within(f[half:N_REGIONS], cortex[1])]))[None]
+    head = FactoredCountingHead(channels=4, n_outputs=N_REGIONS)
+    head.set_scaling(torch.zeros(N_REGIONS), torch.ones(N_REGIONS), spec.voxel_size**3)
+    with torch.no_grad():
+        volumes = head.count(FactoredCountingHead.compose(raw.float()))[0].double().numpy()
+    np.testing.assert_allclose(volumes, true, rtol=1e-4)
+
+    priors = np.random.default_rng(0).dirichlet(np.ones(N_CLASSES))
+    head.init_priors(priors)
+    torch.nn.init.zeros_(head.classifier.weight)
+    with torch.no_grad():
+        probs = torch.exp(head.logits(torch.randn(1, 4, 2, 3, 2)))
+    np.testing.assert_allclose(probs[0, :, 1, 2, 1].numpy(), priors, rtol=1e-5, atol=1e-7)
 
 
 def test_pooled_head_commutes_with_pointwise_conv() -> None:

@@ -280,7 +280,7 @@ class Predictor:
         `retain_memory` (CPU): keep freed activation memory for the next scan instead of
         page-faulting it back in (`gmvol.heap`).
         `seg_dir`: also write each scan's argmax label map there (`gmvol.segmentation`); needs a
-        counting model (head 'count').
+        counting model (head 'count' or 'count_factored').
         `regrid`: count a brain outside the counting model's typical sizes on a grid scaled to it
         (`gmvol.regrid`); False keeps every scan on the model's own grid.
         """
@@ -303,7 +303,7 @@ class Predictor:
         self.typical = TypicalTotals.from_metadata(self.metadata) if regrid and self.segments else None
         """The totals the counting model counts best (None: never re-grid)."""
         if self.seg_dir is not None and not self.segments:
-            raise ModelFileError(self.model_dir / CONFIG_FILE, "--seg needs a counting model (meshnet head 'count'), "
+            raise ModelFileError(self.model_dir / CONFIG_FILE, "--seg needs a counting model (meshnet head 'count' or 'count_factored'), "
                                  "which segments; this model only regresses volumes")
         self.model = inference_model(model, crop_threshold).to(self.device).eval()
         if self.device.type == "cuda":  # cuDNN's fast 3D kernels (tensor cores) want channels_last

@@ -34,7 +34,8 @@ class MeshNetConfig:
     dropout: float = 0.0
     activation: str = "relu"
     head: str = "pool"
-    """'pool' (paper), 'grid' (keeps coarse location) or 'count' (segment, then sum the voxels)."""
+    """'pool' (paper), 'grid' (keeps coarse location), 'count' (segment, then sum the voxels) or
+    'count_factored' (the same count from a tissue softmax, then a region softmax within the cortex)."""
     grid_size: int = 4
     """Side of the pooled grid of the 'grid' head."""
     coord_channels: bool = False

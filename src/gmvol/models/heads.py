@@ -8,6 +8,7 @@ spares a full-resolution conv and its backward pass.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,6 +63,11 @@ class CountingHead(nn.Module):
         self.emit_log_probs = False
 
     @torch.no_grad()
+    def init_priors(self, priors: np.ndarray) -> None:
+        """Start the softmax at the class priors (N_CLASSES,): every voxel counts as the average one."""
+        self.classifier.bias.copy_(torch.as_tensor(np.log(np.maximum(priors, 1e-6)), dtype=torch.float32))
+
+    @torch.no_grad()
     def set_scaling(self, mean: torch.Tensor, std: torch.Tensor, voxel_mm3: float) -> None:
         """The training set's target mean and std (mm^3) and the grid's voxel volume."""
         self.target_mean.copy_(mean)
@@ -98,7 +104,48 @@ class CountingHead(nn.Module):
         return self.standardize(self.volumes(logits)), logits.argmax(dim=1)
 
 
-HEADS: tuple[str, ...] = ("pool", "grid", "count")
+class FactoredCountingHead(CountingHead):
+    """A counting head whose softmax is tissue first, then region: p(region r) = p(cortex of r's
+    hemisphere) x p(r | that cortex).
+
+    In the flat head every region's logit is its own linear read of the features, so how much of a
+    voxel is cortex and which region it belongs to share one linear map; here a 9-way tissue
+    softmax (cortex per hemisphere and the tissue groups) says how much is cortex, and a 34-way
+    softmax per hemisphere only where it belongs. The output is the same 75-class distribution, so
+    the losses, the count and the label map are those of the flat head.
+    """
+
+    N_TISSUE: int = 2 + N_CLASSES - N_REGIONS
+    """Left and right cortex, then the non-cortical classes in `gmvol.tissue` order."""
+
+    def __init__(self, channels: int, n_outputs: int, calibrate: bool = True) -> None:
+        super().__init__(channels, n_outputs, calibrate)
+        self.classifier = nn.Conv3d(channels, self.N_TISSUE + N_REGIONS, kernel_size=1)
+
+    def logits(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
+        """Per-voxel class log-probabilities (already normalised: log_softmax leaves them as they are)."""
+        return self.compose(self.classifier(features if pointwise is None else pointwise(features)).float())
+
+    @classmethod
+    def compose(cls, raw: torch.Tensor) -> torch.Tensor:
+        """(B, N_TISSUE + 68, ...) raw outputs -> (B, N_CLASSES, ...) class log-probabilities."""
+        tissue = torch.log_softmax(raw[:, : cls.N_TISSUE], dim=1)
+        regions = raw[:, cls.N_TISSUE:]
+        half = N_REGIONS // 2
+        lh = torch.log_softmax(regions[:, :half], dim=1) + tissue[:, 0:1]
+        rh = torch.log_softmax(regions[:, half:], dim=1) + tissue[:, 1:2]
+        return torch.cat([lh, rh, tissue[:, 2:]], dim=1)
+
+    @torch.no_grad()
+    def init_priors(self, priors: np.ndarray) -> None:
+        p = torch.as_tensor(np.maximum(np.asarray(priors, dtype=np.float64), 1e-6))
+        half = N_REGIONS // 2
+        cortex = torch.stack([p[:half].sum(), p[half:N_REGIONS].sum()])
+        self.classifier.bias.copy_(torch.log(torch.cat([cortex, p[N_REGIONS:], p[:half] / cortex[0],
+                                                        p[half:N_REGIONS] / cortex[1]])).float())
+
+
+HEADS: tuple[str, ...] = ("pool", "grid", "count", "count_factored")
 """Head names as written in configs."""
 
 
@@ -110,4 +157,6 @@ def make_head(name: str, channels: int, n_outputs: int, grid_size: int) -> nn.Mo
         return PooledLinearHead(channels, n_outputs, grid_size)
     if name == "count":
         return CountingHead(channels, n_outputs)
+    if name == "count_factored":
+        return FactoredCountingHead(channels, n_outputs)
     raise ValueError(f"unknown head {name!r}; choose one of {list(HEADS)}")

@@ -108,7 +108,7 @@ class MeshNet(nn.Module):
     def counting_head(self) -> CountingHead:
         """The head, when it is a counting head (segmentation and partial-volume training)."""
         if not isinstance(self.head, CountingHead):
-            raise TypeError(f"a segmentation needs head='count'; this model has head={self.cfg.head!r}")
+            raise TypeError(f"a segmentation needs head='count' or 'count_factored'; this model has head={self.cfg.head!r}")
         return self.head
 
     def segment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

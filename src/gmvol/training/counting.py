@@ -103,8 +103,7 @@ def prepare_counting(head: CountingHead, scaler: TargetScaler, voxel_mm: float, 
     return its log-probabilities too (for the per-voxel losses)."""
     head.set_scaling(torch.as_tensor(scaler.mean, dtype=torch.float32),
                      torch.as_tensor(scaler.std, dtype=torch.float32), voxel_mm**3)
-    with torch.no_grad():
-        head.classifier.bias.copy_(torch.as_tensor(np.log(np.maximum(priors, 1e-6)), dtype=torch.float32))
+    head.init_priors(priors)
     head.emit_log_probs = True
 
 

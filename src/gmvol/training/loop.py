@@ -102,7 +102,7 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     model = build_model(model_cfg)
     head = counting_head(model)
     if head is None and cfg.augment.zoom:
-        raise ValueError("train.augment.zoom needs a counting model (meshnet head 'count'): the zoomed "
+        raise ValueError("train.augment.zoom needs a counting model (meshnet head 'count' or 'count_factored'): the zoomed "
                          "targets are recounted from the class fractions, which a regression model does not use")
     loaders = _loaders(table, cache_dir, spec, cfg, scaler, counting=head is not None)
     if head is not None:
