@@ -16,6 +16,7 @@ the renderer's noise averaged onto that grid.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from gmvol.regions import N_REGIONS
 from gmvol.synth.anatomy import CEREBELLUM_WM_IDS, CSF_ID, WHITE_MATTER_IDS, load_seed
 from gmvol.synth.cohort import SynthConfig
 from gmvol.synth.prepare import prepare, smooth_uniform
-from gmvol.synth.render import MIX_OF_ID, RenderConfig, _tissue_of
+from gmvol.synth.render import RenderConfig, intensity_table
 from gmvol.synth.subject import thickness_change_mm
 from gmvol.synth.thickness import change_gray_matter, thickness_to_voxels
 
@@ -35,17 +36,14 @@ GRIDS_MM = (1, 2, 3, 4, 5, 6)
 
 
 def render_mean(labels: np.ndarray, cfg: RenderConfig) -> np.ndarray:
-    """The noiseless image of a label map with every tissue at the middle of its range."""
-    tissue = {k: float(np.mean(getattr(cfg, k))) for k in ("gray", "white", "csf")}
+    """The noiseless image of a label map through the renderer's own intensity table, with the
+    tissue ranges collapsed to their midpoints and no per-label jitter; the subcortical mixes are
+    drawn once from a fixed seed (they are the same in both renderings, so they cancel)."""
+    middle = {k: (float(np.mean(getattr(cfg, k))),) * 2 for k in ("csf", "gray", "white")}
+    fixed = dataclasses.replace(cfg, **middle, contrast="t1", label_jitter=0.0, texture=(0.0, 0.0))
     codes = np.unique(labels)
-    def mean(code: int) -> float:
-        kind = _tissue_of(code)
-        if code == 0:
-            return 0.0
-        if kind == "subcortical":
-            return tissue["gray"] + float(np.mean(MIX_OF_ID.get(code, (0.0, 0.3)))) * (tissue["white"] - tissue["gray"])
-        return tissue[kind]
-    lut = np.array([mean(int(c)) for c in codes], dtype=np.float32)
+    table = intensity_table(codes, np.random.default_rng(0), fixed)
+    lut = np.array([table[int(c)][0] for c in codes], dtype=np.float32)
     return lut[np.searchsorted(codes, labels)]
 
 

@@ -123,18 +123,23 @@ def test_meshnet_heads(head: str, coord_channels: bool) -> None:
             model.segment(x)
 
 
-def test_counting_head_is_exact_on_perfect_fractions(tiny_study: Path) -> None:
-    """Logits whose softmax is a subject's true class fractions give back its true volumes, in mm^3
-    and standardised with the buffers set_scaling stores."""
+def _first_subject_fractions(study: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """(true volumes (68,), dense class fractions (N_CLASSES, D, H, W), cell mm^3) of a study's first subject."""
     from gmvol.data.cell_fractions import CellFractions
     from gmvol.data.preprocess import load_fractions, read_spec
 
-    table = pd.read_csv(tiny_study / "subjects.csv")
+    table = pd.read_csv(study / "subjects.csv")
     subject = table["subject"].iloc[0]
     true = table.loc[table["subject"] == subject, list(REGION_COLUMNS)].to_numpy(dtype=np.float64)[0]
-    spec = read_spec(tiny_study / "cache" / "spec.json")
+    spec = read_spec(study / "cache" / "spec.json")
     cell = spec.voxel_size**3
-    fractions = CellFractions.of(load_fractions(tiny_study / "cache", subject), spec.shape, cell).dense()
+    return true, CellFractions.of(load_fractions(study / "cache", subject), spec.shape, cell).dense(), cell
+
+
+def test_counting_head_is_exact_on_perfect_fractions(tiny_study: Path) -> None:
+    """Logits whose softmax is a subject's true class fractions give back its true volumes, in mm^3
+    and standardised with the buffers set_scaling stores."""
+    true, fractions, cell = _first_subject_fractions(tiny_study)
     head = CountingHead(channels=4, n_outputs=68)
     mean, std = true * 0.9, true * 0.1
     head.set_scaling(torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32), cell)
@@ -151,15 +156,8 @@ def test_factored_head_is_exact_on_perfect_fractions_and_starts_at_the_priors(ti
     """Tissue log-shares and within-cortex region log-shares made from a subject's true fractions
     compose to those fractions, so the factored head counts its true volumes; and a head whose
     weights are zero after init_priors gives every voxel the priors."""
-    from gmvol.data.cell_fractions import CellFractions
-    from gmvol.data.preprocess import load_fractions, read_spec
-
-    table = pd.read_csv(tiny_study / "subjects.csv")
-    subject = table["subject"].iloc[0]
-    true = table.loc[table["subject"] == subject, list(REGION_COLUMNS)].to_numpy(dtype=np.float64)[0]
-    spec = read_spec(tiny_study / "cache" / "spec.json")
-    f = torch.from_numpy(CellFractions.of(load_fractions(tiny_study / "cache", subject), spec.shape,
-                                          spec.voxel_size**3).dense()).double()
+    true, fractions, cell = _first_subject_fractions(tiny_study)
+    f = torch.from_numpy(fractions).double()
     half = N_REGIONS // 2
     cortex = torch.stack([f[:half].sum(0), f[half:N_REGIONS].sum(0)])
     def within(regions: torch.Tensor, share: torch.Tensor) -> torch.Tensor:  # any split where there is no cortex
@@ -167,7 +165,7 @@ def test_factored_head_is_exact_on_perfect_fractions_and_starts_at_the_priors(ti
     raw = torch.log(torch.cat([cortex, f[N_REGIONS:], within(f[:half], cortex[0]),
                                within(f[half:N_REGIONS], cortex[1])]))[None]
     head = FactoredCountingHead(channels=4, n_outputs=N_REGIONS)
-    head.set_scaling(torch.zeros(N_REGIONS), torch.ones(N_REGIONS), spec.voxel_size**3)
+    head.set_scaling(torch.zeros(N_REGIONS), torch.ones(N_REGIONS), cell)
     with torch.no_grad():
         volumes = head.count(FactoredCountingHead.compose(raw.float()))[0].double().numpy()
     np.testing.assert_allclose(volumes, true, rtol=1e-4)
