@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
+from gmvol.composition import compose, fit_composition_weight, hemisphere_shares, hemisphere_totals
 from gmvol.data.dataset import AugmentConfig, TargetScaler, VolumeDataset, flip_left_right, shift, volumes_of
 from gmvol.data.preprocess import PreprocessSpec
 from gmvol.data.split import fit_subjects
 from gmvol.models import build_model, model_config_from_dict
 from gmvol.models.checkpoint import ModelFileError, load_model, save_model
+from gmvol.models.heads import CountingHead
 from gmvol.predict import Predictor
 from gmvol.regions import REGION_COLUMNS
 from gmvol.regrid import TypicalTotals
@@ -83,6 +85,25 @@ def test_the_total_loss_charges_a_hemisphere_miscounted_and_not_volume_moved_wit
     rh_sd = volumes[:, 34:].sum(axis=1).std()
     expected = (2000.0 / rh_sd) ** 2 / 4  # mean over 2 subjects x 2 hemispheres
     assert float(loss(standardized(miscounted), standardized(truth))) == pytest.approx(expected, rel=1e-3)
+
+
+def test_the_composition_weight_is_fit_by_least_squares_and_keeps_each_hemisphere_total() -> None:
+    rng = np.random.default_rng(3)
+    predicted = rng.uniform(1000.0, 9000.0, (12, 68))
+    prior = hemisphere_shares(rng.uniform(1000.0, 9000.0, (50, 68))).mean(axis=0)
+    true = compose(predicted, prior, 0.3)
+    assert fit_composition_weight(predicted, true, prior) == pytest.approx(0.3)
+    np.testing.assert_allclose(hemisphere_totals(true), hemisphere_totals(predicted))
+    anchored = compose(predicted, prior, 0.0)
+    assert fit_composition_weight(predicted, anchored - (predicted - anchored), prior) == 0.0  # clipped at 0
+    assert fit_composition_weight(predicted, predicted, prior) == 1.0
+    # the head does the same in torch; unfitted (weight 1) it returns the count bit for bit
+    head, counted = CountingHead(4, 68), torch.as_tensor(predicted, dtype=torch.float32)
+    assert torch.equal(head.composed(counted), counted)
+    head.set_composition(prior, 0.3)
+    np.testing.assert_allclose(head.composed(counted).numpy(), true, rtol=1e-5)
+    with pytest.raises(ValueError, match="weight"):
+        head.set_composition(prior, 1.5)
 
 
 def test_engine_is_chosen_from_params() -> None:
@@ -211,8 +232,15 @@ def test_a_counting_model_trains_on_both_losses_and_writes_label_maps(tiny_study
     curves = pd.read_csv(tmp_path / "curves.csv")
     assert {"train_loss", "train_segmentation_loss", "valid_segmentation_loss", "valid_total_loss"} <= set(curves.columns)
     assert curves["train_segmentation_loss"].iloc[-1] < curves["train_segmentation_loss"].iloc[0]
-    model, _ = load_model(out)
+    model, document = load_model(out)
     assert float(model.head.voxel_mm3) == 1000.0 and float(model.head.target_std.min()) > 1.0  # restored buffers
+    # the composition weight, fit on the validation subjects after training, is saved in the head
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["composition_weight"] <= 1.0 and metrics["composition_subjects"] >= 1
+    assert float(model.head.composition_weight) == pytest.approx(metrics["composition_weight"])
+    assert document["composition"]["composition_weight"] == metrics["composition_weight"]
+    assert metrics["valid_normalized_loss_composed"] <= metrics["valid_normalized_loss_counted"]
+    assert float(model.head.share_prior[:34].sum()) == pytest.approx(1.0, rel=1e-5)
 
     test = pd.read_csv(tiny_study / "split" / "test.csv")
     seg = tmp_path / "seg"
@@ -227,6 +255,15 @@ def test_a_counting_model_trains_on_both_losses_and_writes_label_maps(tiny_study
     assert typical is not None and np.allclose(typical.to_list(), np.percentile(fit_totals, [10, 90]))
     native = Predictor(out, device="cpu", regrid=False).predict_files([Path(p) for p in test["t1"]],
                                                                      test["subject"].tolist())
+    counted = Predictor(out, device="cpu", regrid=False, composition=False).predict_files(
+        [Path(p) for p in test["t1"]], test["subject"].tolist())
+    regions = list(REGION_COLUMNS)  # the composition step moves volume within hemispheres, never between
+    prior = model.head.share_prior.double().numpy()
+    np.testing.assert_allclose(native[regions].to_numpy(), compose(counted[regions].to_numpy(), prior,
+                                                                   metrics["composition_weight"]), rtol=1e-6)
+    np.testing.assert_allclose(hemisphere_totals(native[regions].to_numpy()),
+                               hemisphere_totals(counted[regions].to_numpy()), rtol=1e-6)
+    assert not np.allclose(native[regions].to_numpy(), counted[regions].to_numpy())
     inside = native["total"].between(typical.low * 0.99, typical.high * 1.01)
     pd.testing.assert_frame_equal(table[inside], native[inside])  # bit for bit
     assert (~inside).any() and (table["total"] != native["total"])[~inside].all()  # a 3-epoch model miscounts

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--no-regrid", dest="regrid", action="store_false",
                          help="count every scan on the model's own grid; by default a counting model counts a "
                               "brain outside the sizes it learned on a grid scaled to that brain")
+    predict.add_argument("--no-composition", dest="composition", action="store_false",
+                         help="report a counting model's raw counts; by default each hemisphere's regional "
+                              "shares are pulled toward the training mean by the weight fitted on the "
+                              "validation scans (the hemisphere totals are the same either way)")
     predict.add_argument("--seg", type=Path, metavar="DIR",
                          help="also write each scan's label map as DIR/<id>_aparc+aseg.mgz (FreeSurfer LUT "
                               "ids, in the scan's own space and grid); needs a counting model (meshnet_count)")
@@ -202,7 +206,8 @@ def _settings(args: argparse.Namespace) -> PredictorSettings:
     return PredictorSettings(str(args.model), device=args.device, batch_size=args.batch_size,
                              precision=args.precision,
                              crop_threshold=None if args.crop_threshold < 0 else args.crop_threshold,
-                             seg_dir=None if args.seg is None else str(args.seg), regrid=args.regrid)
+                             seg_dir=None if args.seg is None else str(args.seg), regrid=args.regrid,
+                             composition=args.composition)
 
 
 def _open_ledger(args: argparse.Namespace, settings: PredictorSettings) -> Ledger | None:
@@ -211,7 +216,7 @@ def _open_ledger(args: argparse.Namespace, settings: PredictorSettings) -> Ledge
         return None
     numbers = {"precision": settings.precision, "crop_threshold": settings.crop_threshold,
                "seg_dir": settings.seg_dir,  # a resumed --seg run must not skip scans without label maps
-               "device": settings.device, "regrid": settings.regrid}
+               "device": settings.device, "regrid": settings.regrid, "composition": settings.composition}
     ledger = Ledger.open(ledger_path(args.out), fingerprint(args.model, numbers))
     return ledger
 

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gmvol.composition import compose
 from gmvol.data.dataset import TargetScaler
 from gmvol.data.preprocess import PreprocessSpec, grid_affine, preprocess_image
 from gmvol.heap import retain_freed_memory
@@ -258,6 +259,7 @@ class PredictorSettings:
     precision: str = "fp32"
     seg_dir: str | None = None
     regrid: bool = True
+    composition: bool = True
 
     def build(self) -> Predictor:
         return Predictor(**asdict(self))
@@ -269,7 +271,7 @@ class Predictor:
     def __init__(self, model_dir: str | os.PathLike[str], device: str = "auto", batch_size: int = 4,
                  workers: int = 2, crop_threshold: float | None = 0.0, precision: str = "fp32",
                  retain_memory: bool = True, seg_dir: str | os.PathLike[str] | None = None,
-                 regrid: bool = True) -> None:
+                 regrid: bool = True, composition: bool = True) -> None:
         """Load model.pt/model.json once; raises `ModelFileError` for a bad model directory.
 
         `crop_threshold`: run a MeshNet on the bounding box of the voxels above it only (0: exact,
@@ -283,6 +285,8 @@ class Predictor:
         counting model (head 'count' or 'count_factored').
         `regrid`: count a brain outside the counting model's typical sizes on a grid scaled to it
         (`gmvol.regrid`); False keeps every scan on the model's own grid.
+        `composition`: pull a counting model's regional shares toward the training mean by its
+        fitted weight (`gmvol.composition`); False reports the raw counts.
         """
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be at least 1")
@@ -298,8 +302,16 @@ class Predictor:
         self.mirror_average = trained_with_flips(self.metadata)
         """Whether a scan's volumes average it and its mirror image (see the module docstring)."""
         self.seg_dir = None if seg_dir is None else Path(seg_dir)
-        self.segments = isinstance(getattr(model, "head", None), CountingHead)
+        head = getattr(model, "head", None)
+        self.segments = isinstance(head, CountingHead)
         """Whether the model makes label maps (a counting model)."""
+        self.composition: tuple[np.ndarray, float] | None = None
+        """A counting model's (share prior, weight), applied once to the mirror average: the
+        network's own composition step would give a mirrored scan the other hemisphere's prior."""
+        if isinstance(head, CountingHead):
+            prior = head.share_prior.double().numpy().copy()
+            self.composition = (prior, float(head.composition_weight)) if composition else None
+            head.set_composition(prior, 1.0)
         self.typical = TypicalTotals.from_metadata(self.metadata) if regrid and self.segments else None
         """The totals the counting model counts best (None: never re-grid)."""
         if self.seg_dir is not None and not self.segments:
@@ -326,7 +338,8 @@ class Predictor:
     def mean_of_pair(self, plain: np.ndarray, mirror: np.ndarray) -> np.ndarray:
         """A scan's volumes: for a model trained with flips, the mean of its prediction and its
         mirror image's (lh/rh swapped back), else the plain prediction."""
-        return (plain + mirror[mirror_permutation()]) / 2.0 if self.mirror_average else plain
+        mean = (plain + mirror[mirror_permutation()]) / 2.0 if self.mirror_average else plain
+        return mean if self.composition is None else compose(mean, *self.composition)
 
     def predict_pair(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One preprocessed image -> the (68,) predictions in mm^3 of it and of its mirror image

@@ -39,7 +39,9 @@ class PooledLinearHead(nn.Module):
 
 class CountingHead(nn.Module):
     """Segment, then count: a regional volume is the sum over voxels of the region's softmax
-    probability x voxel volume, times a learned per-region calibration factor (init 1).
+    probability x voxel volume, times a learned per-region calibration factor (init 1), then
+    (once fitted after training, `set_composition`) each hemisphere's regional shares are pulled
+    toward the training mean shares, its total kept.
 
     A 1x1x1 conv gives logits over the `gmvol.tissue` classes (the 68 regions first). The
     volumes are standardised with the target scaling held as buffers (set by `set_scaling` before
@@ -60,6 +62,8 @@ class CountingHead(nn.Module):
         self.register_buffer("target_mean", torch.zeros(n_outputs))
         self.register_buffer("target_std", torch.ones(n_outputs))
         self.register_buffer("voxel_mm3", torch.ones(()))
+        self.register_buffer("share_prior", torch.zeros(n_outputs))
+        self.register_buffer("composition_weight", torch.ones(()))
         self.emit_log_probs = False
 
     @torch.no_grad()
@@ -74,9 +78,32 @@ class CountingHead(nn.Module):
         self.target_std.copy_(std)
         self.voxel_mm3.fill_(voxel_mm3)
 
+    @torch.no_grad()
+    def set_composition(self, share_prior: np.ndarray, weight: float) -> None:
+        """The training mean share of each region in its hemisphere (68,), and how much of the
+        model's own shares to keep (1: all, the unfitted state; 0: the mean shares alone)."""
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"composition weight must lie in [0, 1], got {weight}")
+        self.share_prior.copy_(torch.as_tensor(share_prior, dtype=torch.float32))
+        self.composition_weight.fill_(weight)
+
+    def composed(self, volumes: torch.Tensor) -> torch.Tensor:
+        """(B, 68) volumes with each hemisphere's shares w x the model's + (1 - w) x the prior, its
+        total unchanged: at 5 mm a region's border is invisible, and its counted share is noisier
+        than the training mean's (README, "Composition"). w = 1 returns `volumes` bit for bit."""
+        halves = volumes.unflatten(1, (2, -1))
+        totals = halves.sum(dim=2, keepdim=True).expand_as(halves).flatten(1)
+        weight = self.composition_weight
+        return weight * volumes + (1.0 - weight) * self.share_prior * totals
+
     def logits(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
         """Per-voxel class logits (B, N_CLASSES, D, H, W)."""
         return self.classifier(features if pointwise is None else pointwise(features))
+
+    def log_probs(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
+        """Per-voxel float32 class log-probabilities (B, N_CLASSES, D, H, W): the count, the
+        per-voxel losses and the label map are all made from these."""
+        return torch.log_softmax(self.logits(features, pointwise).float(), dim=1)
 
     def volumes(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, 68) mm^3: softmax summed over voxels, in float32 (a bf16 sum over 10^5-10^7 voxels
@@ -86,22 +113,22 @@ class CountingHead(nn.Module):
     def count(self, log_probs: torch.Tensor) -> torch.Tensor:
         """(B, 68) mm^3 from float32 log-probabilities (B, N_CLASSES, D, H, W)."""
         probabilities = torch.exp(log_probs[:, :N_REGIONS])
-        return probabilities.sum(dim=(2, 3, 4)) * self.voxel_mm3 * torch.exp(self.log_calibration)
+        return self.composed(probabilities.sum(dim=(2, 3, 4)) * self.voxel_mm3 * torch.exp(self.log_calibration))
 
     def standardize(self, volumes: torch.Tensor) -> torch.Tensor:
         return (volumes - self.target_mean) / self.target_std
 
     def forward(self, features: torch.Tensor, pointwise: nn.Module | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        log_probs = torch.log_softmax(self.logits(features, pointwise).float(), dim=1)
+        log_probs = self.log_probs(features, pointwise)
         standardized = self.standardize(self.count(log_probs))
         return (standardized, log_probs) if self.emit_log_probs else standardized
 
     def segment(self, features: torch.Tensor, pointwise: nn.Module | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised volumes (B, 68) and the argmax class map (B, D, H, W) of one pass."""
-        logits = self.logits(features, pointwise)
-        return self.standardize(self.volumes(logits)), logits.argmax(dim=1)
+        log_probs = self.log_probs(features, pointwise)
+        return self.standardize(self.count(log_probs)), log_probs.argmax(dim=1)
 
 
 class FactoredCountingHead(CountingHead):
@@ -125,6 +152,11 @@ class FactoredCountingHead(CountingHead):
     def logits(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
         """Per-voxel class log-probabilities (already normalised: log_softmax leaves them as they are)."""
         return self.compose(self.classifier(features if pointwise is None else pointwise(features)).float())
+
+    def log_probs(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
+        """`logits`, which are normalised already: a second log_softmax over 75 classes at every
+        voxel would cost a fifth of a training step for nothing."""
+        return self.logits(features, pointwise)
 
     @classmethod
     def compose(cls, raw: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,8 @@ class TrainConfig:
     segmentation_weight: float = 1.0             # + per-voxel soft cross-entropy x this
     dice_weight: float = 1.0                     # + (1 - mean soft Dice of the 68 regions) x this
     total_weight: float = 0.0                    # + MSE of the hemisphere totals (in training SDs) x this
+    composition: bool = True                     # counting models: after training, pull the regional
+                                                 # shares toward the training mean, weight fit on valid
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

@@ -25,10 +25,12 @@ from gmvol.data.dataset import (
 from gmvol.data.preprocess import PreprocessSpec, read_spec
 from gmvol.data.split import fit_subjects, fold_rows
 from gmvol.heap import retain_freed_memory
+from gmvol.io import write_json
 from gmvol.models import build_model
 from gmvol.models.card import DataSource
 from gmvol.regions import REGION_COLUMNS
 from gmvol.regrid import METADATA_KEY, TypicalTotals
+from gmvol.training.calibration import calibrate_composition
 from gmvol.training.config import TrainConfig
 from gmvol.training.counting import (
     class_priors,
@@ -150,6 +152,13 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
     if isinstance(engine, DDPEngine) and engine.layout.node_rank != 0:
         return {}
     metrics = json.loads(Path(metrics_json).read_text())
+    if head is not None and cfg.composition:
+        device = "cpu" if resolve_engine_name(cfg.engine) == "cpu" else "auto"
+        metrics.update(calibrate_composition(out_dir, table, cache_dir, device))
+        write_json(metrics, metrics_json)
+        print(f"train {Path(out_dir).name}: composition weight {metrics['composition_weight']:.3f} "
+              f"(validation normalized loss {metrics['valid_normalized_loss_counted']:.4f} counted, "
+              f"{metrics['valid_normalized_loss_composed']:.4f} composed)")
     write_card_and_qc(out_dir, source or DataSource(), table, cache_dir, scaler, metrics)
     print(f"train {Path(out_dir).name}: valid loss {metrics['valid_loss']:.4f} (mean predictor "
           f"{metrics['valid_loss_mean_predictor']:.4f}), best epoch {metrics['best_epoch']}")
