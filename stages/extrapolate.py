@@ -12,9 +12,10 @@ if __name__ == "__main__":
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", type=Path, required=True, help="train.csv: the range to lie outside")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=Path, required=True, help="the training anatomy seeds synthesize prepared")
     args = parser.parse_args()
     with params_errors(args.params):
         params = read_params(args.params)
         cfg = parse(SynthConfig, section(params, "synthesize"), "synthesize")
         ext = parse(ExtrapolationConfig, section(params, "extrapolation"), "extrapolation")
-    synthesize_extrapolation(cfg, ext, args.train, args.out)
+    synthesize_extrapolation(cfg, ext, args.train, args.out, args.seeds)

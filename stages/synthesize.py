@@ -14,7 +14,8 @@ if __name__ == "__main__":
     parser.add_argument("--heldout", type=Path, required=True, help="held-out-anatomy subjects")
     parser.add_argument("--stats", type=Path, required=True, help="cohort variation metrics (JSON)")
     parser.add_argument("--montage", type=Path, required=True, help="one subject per seed (PNG)")
+    parser.add_argument("--seeds", type=Path, required=True, help="the prepared training anatomy seeds")
     args = parser.parse_args()
     with params_errors(args.params):
         cfg = parse(SynthConfig, section(read_params(args.params), "synthesize"), "synthesize")
-    synthesize_study(cfg, args.out, args.stats, args.heldout, args.montage)
+    synthesize_study(cfg, args.out, args.stats, args.heldout, args.montage, args.seeds)

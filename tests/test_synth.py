@@ -14,6 +14,7 @@ from conftest import TINY_SYNTH
 from scipy import ndimage
 
 from gmvol.data.stats import read_aparc_stats
+from gmvol.io import InputError
 from gmvol.regions import COLUMN_TO_ID, DK_NAMES, REGION_COLUMNS, REGION_IDS
 from gmvol.synth.anatomy import DK_TABLE, DONOR_ATLAS, DONORS, freesurfer_labels, package_file
 from gmvol.synth.cohort import SynthConfig, subject_jobs, synthesize_cohort, write_prepared_seeds
@@ -242,3 +243,12 @@ def test_the_extrapolation_set_lies_outside_the_training_range(tiny_study: Path,
     labels = np.asarray(nib.load(tmp_path / "ex" / "ex-0002" / "mri" / "aparc+aseg.mgz").dataobj)
     assert np.isin(labels, REGION_IDS).sum() * TINY_SYNTH.voxel_size**3 == pytest.approx(large)
     assert json.loads((tmp_path / "ex" / "range.json").read_text())["train_total_max"] == pytest.approx(train.max())
+    # drawn from the seeds the synthesize stage keeps, the set is the same; a missing seed is named
+    kept = write_prepared_seeds(TINY_SYNTH, tmp_path / "kept", heldout=True)
+    again = synthesize_extrapolation(TINY_SYNTH, ExtrapolationConfig(n_subjects=2), train_csv, tmp_path / "ex2",
+                                     seeds_dir=tmp_path / "kept")
+    pd.testing.assert_frame_equal(again, table)
+    kept[TINY_SYNTH.seeds[0]].unlink()
+    with pytest.raises(InputError, match=f"{TINY_SYNTH.seeds[0]}.npz"):
+        synthesize_extrapolation(TINY_SYNTH, ExtrapolationConfig(n_subjects=2), train_csv, tmp_path / "ex3",
+                                 seeds_dir=tmp_path / "kept")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gmvol.composition import compose, fit_composition_weight, hemisphere_shares, hemisphere_totals
+from gmvol.composition import compose_shares, fit_composition_weight, hemisphere_shares, hemisphere_totals
 from gmvol.data.dataset import AugmentConfig, TargetScaler, VolumeDataset, flip_left_right, shift, volumes_of
 from gmvol.data.preprocess import PreprocessSpec
 from gmvol.data.split import fit_subjects
@@ -91,17 +91,17 @@ def test_the_composition_weight_is_fit_by_least_squares_and_keeps_each_hemispher
     rng = np.random.default_rng(3)
     predicted = rng.uniform(1000.0, 9000.0, (12, 68))
     prior = hemisphere_shares(rng.uniform(1000.0, 9000.0, (50, 68))).mean(axis=0)
-    true = compose(predicted, prior, 0.3)
+    true = compose_shares(predicted, prior, 0.3)
     assert fit_composition_weight(predicted, true, prior) == pytest.approx(0.3)
     np.testing.assert_allclose(hemisphere_totals(true), hemisphere_totals(predicted))
-    anchored = compose(predicted, prior, 0.0)
+    anchored = compose_shares(predicted, prior, 0.0)
     assert fit_composition_weight(predicted, anchored - (predicted - anchored), prior) == 0.0  # clipped at 0
     assert fit_composition_weight(predicted, predicted, prior) == 1.0
     # the head does the same in torch; unfitted (weight 1) it returns the count bit for bit
     head, counted = CountingHead(4, 68), torch.as_tensor(predicted, dtype=torch.float32)
-    assert torch.equal(head.composed(counted), counted)
+    assert torch.equal(head.compose_shares(counted), counted)
     head.set_composition(prior, 0.3)
-    np.testing.assert_allclose(head.composed(counted).numpy(), true, rtol=1e-5)
+    np.testing.assert_allclose(head.compose_shares(counted).numpy(), true, rtol=1e-5)
     with pytest.raises(ValueError, match="weight"):
         head.set_composition(prior, 1.5)
 
@@ -259,7 +259,7 @@ def test_a_counting_model_trains_on_both_losses_and_writes_label_maps(tiny_study
         [Path(p) for p in test["t1"]], test["subject"].tolist())
     regions = list(REGION_COLUMNS)  # the composition step moves volume within hemispheres, never between
     prior = model.head.share_prior.double().numpy()
-    np.testing.assert_allclose(native[regions].to_numpy(), compose(counted[regions].to_numpy(), prior,
+    np.testing.assert_allclose(native[regions].to_numpy(), compose_shares(counted[regions].to_numpy(), prior,
                                                                    metrics["composition_weight"]), rtol=1e-6)
     np.testing.assert_allclose(hemisphere_totals(native[regions].to_numpy()),
                                hemisphere_totals(counted[regions].to_numpy()), rtol=1e-6)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gmvol.composition import compose
+from gmvol.composition import compose_shares
 from gmvol.data.dataset import TargetScaler
 from gmvol.data.preprocess import PreprocessSpec, grid_affine, preprocess_image
 from gmvol.heap import retain_freed_memory
@@ -339,7 +339,7 @@ class Predictor:
         """A scan's volumes: for a model trained with flips, the mean of its prediction and its
         mirror image's (lh/rh swapped back), else the plain prediction."""
         mean = (plain + mirror[mirror_permutation()]) / 2.0 if self.mirror_average else plain
-        return mean if self.composition is None else compose(mean, *self.composition)
+        return mean if self.composition is None else compose_shares(mean, *self.composition)
 
     def predict_pair(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One preprocessed image -> the (68,) predictions in mm^3 of it and of its mirror image

@@ -39,9 +39,9 @@ class PooledLinearHead(nn.Module):
 
 class CountingHead(nn.Module):
     """Segment, then count: a regional volume is the sum over voxels of the region's softmax
-    probability x voxel volume, times a learned per-region calibration factor (init 1), then
-    (once fitted after training, `set_composition`) each hemisphere's regional shares are pulled
-    toward the training mean shares, its total kept.
+    probability x voxel volume, times a learned per-region calibration factor (init 1); then
+    (`compose_shares`, once `set_composition` has been fitted after training) each hemisphere's
+    regional shares are pulled toward the training mean shares, its total kept.
 
     A 1x1x1 conv gives logits over the `gmvol.tissue` classes (the 68 regions first). The
     volumes are standardised with the target scaling held as buffers (set by `set_scaling` before
@@ -87,7 +87,7 @@ class CountingHead(nn.Module):
         self.share_prior.copy_(torch.as_tensor(share_prior, dtype=torch.float32))
         self.composition_weight.fill_(weight)
 
-    def composed(self, volumes: torch.Tensor) -> torch.Tensor:
+    def compose_shares(self, volumes: torch.Tensor) -> torch.Tensor:
         """(B, 68) volumes with each hemisphere's shares w x the model's + (1 - w) x the prior, its
         total unchanged: at 5 mm a region's border is invisible, and its counted share is noisier
         than the training mean's (README, "Composition"). w = 1 returns `volumes` bit for bit."""
@@ -113,7 +113,7 @@ class CountingHead(nn.Module):
     def count(self, log_probs: torch.Tensor) -> torch.Tensor:
         """(B, 68) mm^3 from float32 log-probabilities (B, N_CLASSES, D, H, W)."""
         probabilities = torch.exp(log_probs[:, :N_REGIONS])
-        return self.composed(probabilities.sum(dim=(2, 3, 4)) * self.voxel_mm3 * torch.exp(self.log_calibration))
+        return self.compose_shares(probabilities.sum(dim=(2, 3, 4)) * self.voxel_mm3 * torch.exp(self.log_calibration))
 
     def standardize(self, volumes: torch.Tensor) -> torch.Tensor:
         return (volumes - self.target_mean) / self.target_std

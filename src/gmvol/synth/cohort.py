@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from gmvol.config import jsonable
-from gmvol.io import atomic_dir, write_csv, write_json
+from gmvol.io import InputError, atomic_dir, write_csv, write_json
 from gmvol.parallel import RUN_ONLY_KEYS, Executor, check_executor, parallel_map
 from gmvol.synth.anatomy import SEED_NAMES
 from gmvol.synth.head import HeadConfig
@@ -128,11 +128,22 @@ def synthesize_one(cfg: SynthConfig, index: int, out_dir: Path, heldout: bool = 
         return synthesize_subject(subject_jobs(cfg, files, Path(out_dir), heldout)[index])
 
 
-def synthesize_cohort(cfg: SynthConfig, out_dir: Path,
-                      heldout_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Write all subjects under `out_dir` (and the held-out set under `heldout_dir`), each
-    replaced atomically, plus `cohort.csv` (each subject's draw and true volumes), in parallel
-    with a progress bar; returns those tables."""
+def prepared_seed_files(cfg: SynthConfig, seeds_dir: Path) -> dict[str, Path]:
+    """The training seeds as `synthesize_cohort` kept them in `seeds_dir` (the extrapolation set
+    is drawn from them: preparing them again would cost a minute)."""
+    files = {name: Path(seeds_dir) / f"{name}.npz" for name in cfg.seeds}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise InputError(missing[0], "prepared anatomy seed not found: run the synthesize stage, which writes "
+                                     f"one per synthesize.seeds entry into {seeds_dir}")
+    return files
+
+
+def synthesize_cohort(cfg: SynthConfig, out_dir: Path, heldout_dir: Path | None = None,
+                      seeds_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Write all subjects under `out_dir` (and the held-out set under `heldout_dir`; the prepared
+    training seeds under `seeds_dir`), each replaced atomically, plus `cohort.csv` (each subject's
+    draw and true volumes), in parallel with a progress bar; returns those tables."""
     with atomic_dir(out_dir) as tmp:
         files = write_prepared_seeds(cfg, tmp / SEEDS_DIR, heldout=heldout_dir is not None)
         table = write_set(subject_jobs(cfg, files, tmp), cfg, "synthesize", tmp)
@@ -140,16 +151,21 @@ def synthesize_cohort(cfg: SynthConfig, out_dir: Path,
         if heldout_dir is not None:
             with atomic_dir(heldout_dir) as held:
                 heldout = write_set(subject_jobs(cfg, files, held, heldout=True), cfg, "held-out anatomy", held)
+        if seeds_dir is not None:
+            with atomic_dir(seeds_dir) as kept:
+                for name in cfg.seeds:
+                    shutil.move(files[name], kept / files[name].name)
         shutil.rmtree(tmp / SEEDS_DIR)
     return table, heldout
 
 
 def synthesize_study(cfg: SynthConfig, out_dir: Path, stats_json: Path, heldout_dir: Path,
-                     montage_png: Path) -> dict:
-    """The synthesize stage: the cohort, the held-out set, the cohort's variation figures
-    (`stats_json`) and a montage of one subject per seed."""
+                     montage_png: Path, seeds_dir: Path | None = None) -> dict:
+    """The synthesize stage: the cohort, the held-out set, the prepared training seeds (for the
+    extrapolation set), the cohort's variation figures (`stats_json`) and a montage of one
+    subject per seed."""
     torch.set_num_threads(1)  # the worker processes use every core
-    table, heldout = synthesize_cohort(cfg, out_dir, heldout_dir)
+    table, heldout = synthesize_cohort(cfg, out_dir, heldout_dir, seeds_dir)
     stats = cohort_variation(table)
     stats["heldout"] = cohort_variation(heldout) if heldout is not None and len(heldout) > 2 else None
     write_json(stats, stats_json)

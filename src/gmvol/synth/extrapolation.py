@@ -19,7 +19,7 @@ import torch
 
 from gmvol.io import atomic_dir, write_json
 from gmvol.regions import REGION_COLUMNS
-from gmvol.synth.cohort import SynthConfig, subject_jobs, write_prepared_seeds, write_set
+from gmvol.synth.cohort import SynthConfig, prepared_seed_files, subject_jobs, write_prepared_seeds, write_set
 from gmvol.synth.render import Range
 
 EXTRAPOLATION_STREAM = 2
@@ -58,14 +58,17 @@ def target_totals(cfg: SynthConfig, ext: ExtrapolationConfig, train_totals: np.n
     return np.where(np.arange(ext.n_subjects) % 2 == 0, small, large)
 
 
-def synthesize_extrapolation(cfg: SynthConfig, ext: ExtrapolationConfig, train_csv: Path, out_dir: Path) -> pd.DataFrame:
+def synthesize_extrapolation(cfg: SynthConfig, ext: ExtrapolationConfig, train_csv: Path, out_dir: Path,
+                             seeds_dir: Path | None = None) -> pd.DataFrame:
     """Write the set under `out_dir` (replaced atomically) in FreeSurfer layout, with cohort.csv
-    and `range.json` (the training range it lies outside); returns the cohort table."""
+    and `range.json` (the training range it lies outside); returns the cohort table. The seeds
+    are those the synthesize stage kept in `seeds_dir`, or (None) prepared again."""
     torch.set_num_threads(1)  # the worker processes use every core
     train_totals = dk_totals(pd.read_csv(train_csv))
     totals = target_totals(cfg, ext, train_totals)
     with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as seeds:
-        files = write_prepared_seeds(cfg, Path(seeds), heldout=False)
+        files = (prepared_seed_files(cfg, seeds_dir) if seeds_dir is not None
+                 else write_prepared_seeds(cfg, Path(seeds), heldout=False))
         jobs = [dataclasses.replace(job, index=i, stream=EXTRAPOLATION_STREAM, name=extrapolation_name(i),
                                     total_mm3=float(t))
                 for i, (job, t) in enumerate(zip(subject_jobs(cfg, files, tmp)[:1] * ext.n_subjects, totals))]

@@ -118,7 +118,8 @@ def calibrations(names: tuple[str, ...], held_out: tuple[str, ...], volumes: lis
 
 
 def save_prepared(seed: PreparedSeed, path: Path) -> None:
-    np.savez(path, labels=seed.labels, affine=seed.affine, center_mm=seed.center_mm,
+    """Compressed: the synthesize stage keeps the training seeds as an output (30 MB each raw)."""
+    np.savez_compressed(path, labels=seed.labels, affine=seed.affine, center_mm=seed.center_mm,
              territory=seed.territory, coarse_affine=seed.coarse_affine,
              **{f"maps_{k}": v for k, v in seed.maps.arrays().items()})
 

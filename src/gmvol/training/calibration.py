@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gmvol.composition import compose, fit_composition_weight, hemisphere_shares
+from gmvol.composition import compose_shares, fit_composition_weight, hemisphere_shares
 from gmvol.data.dataset import volumes_of
 from gmvol.data.preprocess import load_cached
 from gmvol.data.split import fit_subjects, fold_rows
@@ -42,7 +42,7 @@ def calibrate_composition(model_dir: Path, table: pd.DataFrame, cache_dir: Path,
     head.set_composition(prior, weight)
     result = {"composition_weight": weight, "composition_subjects": len(rows),
               "valid_normalized_loss_counted": normalized_loss(predicted, true),
-              "valid_normalized_loss_composed": normalized_loss(compose(predicted, prior, weight), true)}
+              "valid_normalized_loss_composed": normalized_loss(compose_shares(predicted, prior, weight), true)}
     metadata = {k: v for k, v in document.items() if k not in ("format_version", "model")}
     save_model(model_dir, model, model_config_from_dict(document["model"]), {**metadata, "composition": result})
     return result
