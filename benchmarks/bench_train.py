@@ -56,7 +56,9 @@ def variants(params: Path, cpu: bool, cuda: bool) -> list[dict[str, Any]]:
     p = read_params(params)
     grid = tuple(p["preprocess"]["shape"])
     batch = int(p["train"]["batch_size"])
-    models = {name: {k: v for k, v in p["models"][name].items() if k != "train"} for name in ("meshnet", "baseline")}
+    # the direct-regression MeshNet of the default study (its grid head) stands for "meshnet"
+    models = {label: {k: v for k, v in p["models"][name].items() if k != "train"}
+              for label, name in (("meshnet", "meshnet_grid"), ("baseline", "baseline"))}
     models["resnet"] = {"name": "resnet"}
     out: list[dict[str, Any]] = []
 
