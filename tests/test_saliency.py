@@ -23,9 +23,9 @@ from gmvol.saliency import (
     subtract_mean_map,
 )
 from gmvol.saliency.focus import ball
+from gmvol.saliency.maps import METHODS
 
 SHAPE = (16, 16, 16)
-METHODS = ("saliency", "integrated_gradients")
 
 
 class TinyCNN(nn.Module):
@@ -95,7 +95,7 @@ def test_maps_shape_and_batching_invariance(image: np.ndarray, cnn_maps: dict[st
     single = region_saliency(model, image, method=method, batch_size=1, ig_steps=4, targets=picks)
     np.testing.assert_allclose(batched[picks], single, rtol=1e-4, atol=1e-6 * np.abs(single).max())
     assert model.training, "the caller's train/eval mode is restored"
-    if method == "saliency":
+    if method in ("saliency", "input_x_gradient"):  # magnitudes
         assert (batched >= 0).all()
 
 
@@ -107,9 +107,23 @@ def test_batched_targets_are_routed_to_their_own_map(image: np.ndarray, labels: 
         inside = labels == rid
         assert np.abs(maps[r][~inside]).max() == 0
         assert (maps[r][inside] > 0).all()
+    own = labels == REGION_IDS[0]
     if method == "saliency":  # d(x^2)/dx = 2x
-        np.testing.assert_allclose(maps[0][labels == REGION_IDS[0]],
-                                   2 * image[labels == REGION_IDS[0]], rtol=1e-5)
+        np.testing.assert_allclose(maps[0][own], 2 * image[own], rtol=1e-5)
+    if method == "input_x_gradient":  # x * 2x: what the voxel holds weights its gradient
+        np.testing.assert_allclose(maps[0][own], 2 * image[own] ** 2, rtol=1e-5)
+
+
+def test_input_x_gradient_gives_empty_voxels_nothing(image: np.ndarray) -> None:
+    """Air (a 0 voxel) has a gradient, but input x gradient gives it no attribution: the point of
+    the method for the in-brain share, where plain saliency counts every background voxel."""
+    blank = image.copy()
+    blank[:4] = 0.0
+    maps = {m: region_saliency(TinyCNN(), blank, method=m, targets=[0, 5]) for m in ("saliency", "input_x_gradient")}
+    assert np.abs(maps["saliency"][:, :4]).max() > 0
+    assert np.abs(maps["input_x_gradient"][:, :4]).max() == 0
+    np.testing.assert_allclose(maps["input_x_gradient"][:, 4:], maps["saliency"][:, 4:] * blank[4:], rtol=1e-5,
+                               atol=1e-9)
 
 
 def test_subtract_mean_map() -> None:

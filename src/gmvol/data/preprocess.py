@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from nibabel.affines import rescale_affine
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
-from nibabel.processing import conform, smooth_image
+from nibabel.processing import conform, fwhm2sigma, smooth_image
+from scipy import ndimage
 
 from gmvol.config import jsonable, parse
 from gmvol.data.fractions import SparseFractions, label_fractions
@@ -27,6 +28,8 @@ from gmvol.parallel import Executor, check_executor, parallel_map, resolve_worke
 
 Normalization = Literal["minmax", "percentile"]
 NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
+ROUNDING_VOXELS = 1e-6
+"""How close (voxels) to a whole voxel a sampling position may be computed differently by scipy."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,16 @@ def grid_affine(img: nib.spatialimages.SpatialImage, spec: PreprocessSpec) -> np
     return rescale_affine(reoriented.affine, reoriented.shape[:3], (spec.voxel_size,) * 3, spec.shape)
 
 
+def grid_aligned_shift(img: nib.spatialimages.SpatialImage, spec: PreprocessSpec) -> np.ndarray | None:
+    """The whole-voxel shift from the reoriented image's grid to the spec's, or None when the two
+    grids differ by more than that (another voxel size, a rotation, a fraction of a voxel)."""
+    voxel_map = np.linalg.inv(reoriented_to(img, spec).affine) @ grid_affine(img, spec)
+    shift = np.round(voxel_map[:3, 3])
+    if not (np.allclose(voxel_map[:3, :3], np.eye(3), atol=1e-6) and np.allclose(voxel_map[:3, 3], shift, atol=1e-4)):
+        return None
+    return shift
+
+
 def grid_aligned(img: nib.Nifti1Image, spec: PreprocessSpec) -> np.ndarray | None:
     """The conformed array without interpolation when the target grid is the image's own grid
     reoriented and shifted by whole voxels (e.g. a FreeSurfer orig.mgz at 1 mm), else None.
@@ -107,13 +120,10 @@ def grid_aligned(img: nib.Nifti1Image, spec: PreprocessSpec) -> np.ndarray | Non
     interpolation returns the voxel values themselves, so flipping, permuting and crop/padding
     (zeros outside, as conform's cval) give the same array in a fraction of the time.
     """
-    reoriented = reoriented_to(img, spec)
-    target = grid_affine(img, spec)
-    voxel_map = np.linalg.inv(reoriented.affine) @ target
-    shift = np.round(voxel_map[:3, 3])
-    if not (np.allclose(voxel_map[:3, :3], np.eye(3), atol=1e-6) and np.allclose(voxel_map[:3, 3], shift, atol=1e-4)):
+    shift = grid_aligned_shift(img, spec)
+    if shift is None:
         return None
-    data = np.asarray(reoriented.dataobj)
+    data = np.asarray(reoriented_to(img, spec).dataobj)
     out = np.zeros(spec.shape, dtype=data.dtype)
     src = tuple(slice(max(0, int(t)), min(n, int(t) + m)) for t, n, m in zip(shift, data.shape, spec.shape))
     dst = tuple(slice(s.start - int(t), s.stop - int(t)) for s, t in zip(src, shift))
@@ -122,13 +132,92 @@ def grid_aligned(img: nib.Nifti1Image, spec: PreprocessSpec) -> np.ndarray | Non
     return out
 
 
+def _sampled_indices(img: nib.spatialimages.SpatialImage, spec: PreprocessSpec) -> list[np.ndarray] | None:
+    """Per axis of `img`, the voxel indices that `conform`'s linear interpolation onto the spec's
+    grid reads; None when an axis of `img`
+    depends on more than one axis of the grid (an oblique scan), where they do not factor."""
+    to_input = np.linalg.inv(img.affine) @ grid_affine(img, spec)  # as nibabel's resample_from_to
+    matrix, offset = to_input[:3, :3], to_input[:3, 3]
+    scale = np.abs(matrix).max()
+    indices = []
+    for axis, n in enumerate(img.shape[:3]):
+        (sources,) = np.nonzero(np.abs(matrix[axis]) > 1e-9 * scale)
+        if len(sources) != 1:
+            return None
+        source = int(sources[0])
+        position = matrix[axis, source] * np.arange(spec.shape[source]) + offset[axis]
+        # linear interpolation reads floor(x) and floor(x) + 1; x a rounding away from a whole
+        # voxel may fall either side, so both sides are kept there
+        lower = np.floor(position - ROUNDING_VOXELS).astype(np.int64)
+        upper = np.floor(position + ROUNDING_VOXELS).astype(np.int64) + 1
+        near = np.concatenate([lower, lower + 1, upper - 1, upper])
+        indices.append(np.unique(np.clip(near, 0, n - 1)))
+    return indices
+
+
+PARTIAL_GAIN = 0.6
+"""Smooth partially only when the passes it makes are at most this share of the whole ones (a
+2 mm scan on the 5 mm grid keeps 4 planes in 5: the bookkeeping would cost more than it saves)."""
+SLAB_PLANES = 16
+"""The first (whole-scan) pass runs on slabs of this many planes: a fresh full-size output would
+cost as much in page faults as the filtering."""
+
+
+def _filtered_planes(data: np.ndarray, sigma: float, axis: int, keep: np.ndarray, in_slabs: bool) -> np.ndarray:
+    """`ndimage.gaussian_filter1d` along `axis` (mode nearest, the dtype kept), then only the
+    planes `keep` along it; each line is filtered on its own, so slabs across another axis give
+    the same numbers."""
+    if not in_slabs:
+        return np.take(ndimage.gaussian_filter1d(data, sigma, axis=axis, mode="nearest", cval=0.0), keep, axis=axis)
+    across = 2 if axis != 2 else 0
+    shape = list(data.shape)
+    shape[axis] = len(keep)
+    out = np.empty(shape, dtype=data.dtype)
+    for start in range(0, data.shape[across], SLAB_PLANES):
+        slab = tuple(slice(start, start + SLAB_PLANES) if a == across else slice(None) for a in range(3))
+        filtered = ndimage.gaussian_filter1d(data[slab], sigma, axis=axis, mode="nearest", cval=0.0)
+        out[slab] = np.take(filtered, keep, axis=axis)
+    return out
+
+
+def smoothed_where_sampled(img: nib.Nifti1Image, fwhm: np.ndarray, spec: PreprocessSpec) -> nib.Nifti1Image:
+    """`nibabel.processing.smooth_image(img, fwhm)`, bit for bit, at every voxel that resampling
+    onto the spec's grid reads, and 0 elsewhere.
+
+    The Gaussian is separable, and scipy applies it one axis after the other, each line on its
+    own. So after an axis is filtered, only the planes the grid samples along that axis need go
+    on to the next axis: a 5 mm grid samples about 2 planes in 5 of a 1 mm scan, and the three
+    passes over 256^3 become about 1.6 (0.4 -> 0.3 s per 1 mm scan on 2 cores). An oblique
+    scan, whose samples do not factor by axis, is smoothed whole.
+    """
+    indices = _sampled_indices(img, spec)
+    if indices is None:
+        return smooth_image(img, fwhm)
+    voxel_mm = np.sqrt(np.sum(np.asarray(img.affine)[:3, :3] ** 2, axis=0))
+    sigmas = fwhm2sigma(np.asarray(fwhm, dtype=float) / voxel_mm)  # as smooth_image, per axis
+    data = np.asarray(img.dataobj)
+    filtered = [axis for axis in range(3) if sigmas[axis] > 1e-15]  # what gaussian_filter skips
+    kept = np.cumprod([1.0] + [len(indices[a]) / data.shape[a] for a in filtered[:-1]])
+    if kept.sum() > PARTIAL_GAIN * len(filtered):  # a grid little coarser than the scan: no gain
+        return smooth_image(img, fwhm)
+    part = data
+    for axis in set(range(3)) - set(filtered):
+        part = np.take(part, indices[axis], axis=axis)
+    for i, axis in enumerate(filtered):  # scipy's order: axis 0, 1, 2, each pass stored in the input's dtype
+        part = _filtered_planes(part, sigmas[axis], axis, indices[axis], in_slabs=i == 0)
+    out = np.zeros(data.shape, dtype=part.dtype)
+    out[np.ix_(*indices)] = part
+    return nib.Nifti1Image(out, img.affine, img.header)
+
+
 def resample(img: nib.Nifti1Image, spec: PreprocessSpec, order: int) -> np.ndarray:
     """Reorient, resample and crop/pad to the spec's grid (anti-aliased when downsampling)."""
     if order > 0 and spec.antialias:
         zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
         fwhm = np.sqrt(np.clip(spec.voxel_size**2 - zooms**2, 0.0, None))
         if fwhm.max() > 0:
-            img = smooth_image(img, fwhm)
+            img = smoothed_where_sampled(img, fwhm, spec) if grid_aligned_shift(img, spec) is None \
+                else smooth_image(img, fwhm)
     aligned = grid_aligned(img, spec)
     if aligned is not None:
         return aligned

@@ -8,17 +8,18 @@ regions.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients, Saliency
+from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
 from gmvol.regions import N_REGIONS
 
-Method = Literal["saliency", "integrated_gradients"]
-METHODS: tuple[str, ...] = ("saliency", "integrated_gradients")
+Method = Literal["saliency", "input_x_gradient", "integrated_gradients"]
+METHODS: tuple[str, ...] = typing.get_args(Method)
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -34,6 +35,8 @@ def _attribute(model: torch.nn.Module, batch: torch.Tensor, targets: list[int], 
     """Attribute each batch element to its own target; returns (B, 1, D, H, W)."""
     if method == "saliency":
         return Saliency(model).attribute(batch, target=targets, abs=True)
+    if method == "input_x_gradient":
+        return InputXGradient(model).attribute(batch, target=targets).abs()
     # internal_batch_size = #examples keeps IG at one step per forward pass, so its memory
     # matches plain saliency instead of growing with ig_steps.
     return IntegratedGradients(model).attribute(
@@ -46,8 +49,10 @@ def region_saliency(model: torch.nn.Module, image: np.ndarray, method: Method = 
                     targets: Sequence[int] | None = None) -> np.ndarray:
     """Saliency map of each output (default: all 68 regions) for one image, shape (R, D, H, W).
 
-    `method='saliency'` gives |d output / d voxel| (Captum `Saliency`); `'integrated_gradients'`
-    gives signed IG attributions from an all-zero baseline (a blank scan). The model is moved
+    `method='saliency'` gives |d output / d voxel| (Captum `Saliency`); `'input_x_gradient'`
+    |voxel x d output / d voxel| (Captum `InputXGradient`): the gradient weighted by what the scan
+    holds there, so air, which every scan holds as 0, gets none; one backward pass, as saliency; `'integrated_gradients'` signed IG attributions from an all-zero baseline (a blank
+    scan), which input x gradient approximates in one step. The model is moved
     to `device` and put in eval mode (dropout/batch-norm must not differ between targets); its
     previous train/eval mode is restored afterwards.
     """
