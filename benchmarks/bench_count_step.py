@@ -53,8 +53,9 @@ def main() -> None:
     model = build_model(model_cfg)
     prepare_counting(counting_head(model), data.scaler, spec.voxel_size,
                      class_priors(fractions, int(np.prod(spec.shape)), cell))
-    criteria = counting_criteria()
-    weights = {"volume": cfg.volume_weight, "segmentation": cfg.segmentation_weight, "dice": cfg.dice_weight}
+    criteria = counting_criteria(data.scaler, volumes_of(table))
+    weights = {"volume": cfg.volume_weight, "segmentation": cfg.segmentation_weight, "dice": cfg.dice_weight,
+               "total": cfg.total_weight}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     times: dict[str, list[float]] = {"item_s": [], "forward_s": [], "losses_s": [], "backward_s": []}
     for step in range(args.steps + 1):
@@ -65,7 +66,7 @@ def main() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             pred, log_probs = model(batch["image"])
         forward = time.perf_counter()
-        loss = sum(weights[k] * criteria[k](*((pred.float(), batch["target"]) if k == "volume"
+        loss = sum(weights[k] * criteria[k](*((pred.float(), batch["target"]) if k in ("volume", "total")
                                                else (log_probs, batch["fractions"]))) for k in weights)
         losses = time.perf_counter()
         optimizer.zero_grad()

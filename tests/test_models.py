@@ -178,6 +178,29 @@ def test_factored_head_is_exact_on_perfect_fractions_and_starts_at_the_priors(ti
     np.testing.assert_allclose(probs[0, :, 1, 2, 1].numpy(), priors, rtol=1e-5, atol=1e-7)
 
 
+def test_factored_compose_gives_the_bits_of_per_slice_log_softmaxes() -> None:
+    """compose splits its input (a faster backward on CPU): the same log-probabilities and the
+    same gradients, bit for bit, as log-softmaxes of slices of it, and a distribution per voxel."""
+    torch.manual_seed(0)
+    n_tissue, half = FactoredCountingHead.N_TISSUE, N_REGIONS // 2
+    raw = torch.randn(2, n_tissue + N_REGIONS, 5, 6, 7)
+    grad_out = torch.randn(2, N_CLASSES, 5, 6, 7)
+    results = []
+    for fn in (FactoredCountingHead.compose, None):
+        x = raw.clone().requires_grad_()
+        if fn is None:
+            tissue = torch.log_softmax(x[:, :n_tissue], dim=1)
+            regions = x[:, n_tissue:]
+            out = torch.cat([torch.log_softmax(regions[:, :half], dim=1) + tissue[:, 0:1],
+                             torch.log_softmax(regions[:, half:], dim=1) + tissue[:, 1:2], tissue[:, 2:]], dim=1)
+        else:
+            out = fn(x)
+        out.backward(grad_out)
+        results.append((out.detach(), x.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    torch.testing.assert_close(results[0][0].exp().sum(dim=1), torch.ones(2, 5, 6, 7))
+
+
 def test_pooled_head_commutes_with_pointwise_conv() -> None:
     head, conv = PooledLinearHead(5, 7, grid_size=3), nn.Conv3d(5, 5, 1)
     f = torch.randn(2, 5, 9, 10, 11)

@@ -21,7 +21,7 @@ from gmvol.synth.cohort import SynthConfig, subject_jobs, synthesize_cohort, wri
 from gmvol.synth.head import AIR, CSF, HeadConfig, head_classes
 from gmvol.synth.render import RenderConfig, acquisition_mm, intensity_table
 from gmvol.synth.subject import brain_scale, render_subject
-from gmvol.synth.thickness import boundary_maps, change_gray_matter, thickness_to_voxels
+from gmvol.synth.thickness import _nearest_per_region, boundary_maps, change_gray_matter, thickness_to_voxels
 from gmvol.synth.variation import cohort_variation
 
 
@@ -83,6 +83,22 @@ def test_thickness_change_moves_gray_matter_by_the_requested_amount() -> None:
         thickness = (out == REGION_IDS[region]).sum() / (30 * 30)
         assert thickness == pytest.approx(3.0 + mm, abs=1e-9)
         assert ((out == 2) | (out == REGION_IDS[region])).sum() == (labels > 0).sum()  # nothing else moves
+
+
+def test_thickness_change_takes_the_nearest_voxels_of_each_region_ties_by_position() -> None:
+    """The voxels a region takes or gives up are the `count` smallest depths within it, ties to
+    the first positions: the set a stable sort by (region, depth) gives, counts 0 and beyond the
+    region's size included."""
+    rng = np.random.default_rng(3)
+    region = rng.integers(0, len(REGION_IDS), 5000).astype(np.int16)
+    depth = rng.integers(1, 6, 5000).astype(np.float32)  # many ties
+    count = rng.integers(-5, 120, len(REGION_IDS))
+    count[:3] = (0, 10_000, int((region == 2).sum()))
+    order = np.lexsort((depth, region))
+    rank = np.arange(len(order)) - np.searchsorted(region[order], np.arange(len(REGION_IDS)))[region[order]]
+    expected = np.sort(order[rank < count[region[order]]])
+    assert np.array_equal(np.sort(_nearest_per_region(region, depth, count)), expected)
+    assert len(expected) == sum(min(max(c, 0), int((region == r).sum())) for r, c in enumerate(count))
 
 
 def test_contrast_and_resolution_draws_are_deterministic_from_the_seed() -> None:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from gmvol.data.cell_fractions import CellFractions
 from gmvol.data.fractions import SparseFractions
-from gmvol.data.preprocess import load_cached, load_fractions
+from gmvol.data.preprocess import load_cached_image, load_fractions
 from gmvol.regions import REGION_COLUMNS, mirror_permutation
 
 
@@ -104,7 +104,7 @@ def augment(image: np.ndarray, target: np.ndarray, cfg: AugmentConfig, rng: np.r
 
 def load_images(cache_dir: Path, subjects: list[str]) -> np.ndarray:
     """All cached images of `subjects` as one float32 array (N, D, H, W), held in memory."""
-    return np.stack([load_cached(cache_dir, s)["image"] for s in subjects])
+    return np.stack([load_cached_image(cache_dir, s) for s in subjects])
 
 
 class CachedImages(Sequence):
@@ -119,7 +119,7 @@ class CachedImages(Sequence):
         return len(self.subjects)
 
     def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
-        return load_cached(self.cache_dir, self.subjects[index])["image"]
+        return load_cached_image(self.cache_dir, self.subjects[index])
 
 
 class CachedFractions(Sequence):

