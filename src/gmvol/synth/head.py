@@ -64,13 +64,10 @@ def _chamfer_mm(mask: np.ndarray, voxel_mm: float) -> np.ndarray:
 
 def _box(mask: np.ndarray, pad: int) -> tuple[slice, ...] | None:
     """The bounding box of `mask` grown by `pad` voxels (clipped to the grid); None when empty."""
-    if not mask.any():
+    found = ndimage.find_objects(mask.astype(np.uint8))
+    if not found:
         return None
-    box = []
-    for axis in range(mask.ndim):
-        occupied = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(occupied[0]) - pad, 0), min(int(occupied[-1]) + pad + 1, mask.shape[axis])))
-    return tuple(box)
+    return tuple(slice(max(b.start - pad, 0), min(b.stop + pad, n)) for b, n in zip(found[0], mask.shape))
 
 
 def _sphere_box(q: np.ndarray, center: np.ndarray, radius_mm: float) -> tuple[slice, ...]:
