@@ -64,10 +64,11 @@ def main() -> None:
         batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
         prepared = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            pred, log_probs = model(batch["image"])
+            pred, log_probs, region_probs = model(batch["image"])
         forward = time.perf_counter()
-        loss = sum(weights[k] * criteria[k](*((pred.float(), batch["target"]) if k in ("volume", "total")
-                                               else (log_probs, batch["fractions"]))) for k in weights)
+        inputs = {"volume": pred.float(), "total": pred.float(), "segmentation": log_probs, "dice": region_probs}
+        target = {"volume": batch["target"], "total": batch["target"]}
+        loss = sum(weights[k] * criteria[k](inputs[k], target.get(k, batch["fractions"])) for k in weights)
         losses = time.perf_counter()
         optimizer.zero_grad()
         loss.backward()

@@ -112,8 +112,9 @@ def test_meshnet_heads(head: str, coord_channels: bool) -> None:
         with torch.no_grad():
             volumes, classes = model.segment(x)
             model.head.emit_log_probs = True
-            pred, log_probs = model(x)
+            pred, log_probs, region_probs = model(x)
         assert log_probs.shape == (2, N_CLASSES, 20, 24, 16) and classes.shape == (2, 20, 24, 16)
+        assert torch.equal(region_probs, torch.exp(log_probs[:, :68]))  # the count's and the Dice loss's
         torch.testing.assert_close(torch.exp(log_probs).sum(dim=1), torch.ones(2, 20, 24, 16))
         torch.testing.assert_close(classes, log_probs.argmax(dim=1))
         torch.testing.assert_close(pred, out)

@@ -268,3 +268,63 @@ def test_the_extrapolation_set_lies_outside_the_training_range(tiny_study: Path,
     with pytest.raises(InputError, match=f"{TINY_SYNTH.seeds[0]}.npz"):
         synthesize_extrapolation(TINY_SYNTH, ExtrapolationConfig(n_subjects=2), train_csv, tmp_path / "ex3",
                                  seeds_dir=tmp_path / "kept")
+
+
+def _small_brain(rng: np.random.Generator) -> np.ndarray:
+    """A label map far smaller than its grid: a white-matter ellipsoid under a 3-voxel cortical
+    ribbon of two regions per hemisphere, cut by a sulcus, off the grid's centre."""
+    ijk = np.indices((60, 64, 56)).astype(np.float64)
+    radius = np.sqrt(((ijk - np.array([26, 30, 24])[:, None, None, None]) ** 2
+                      / np.array([14.0, 17.0, 12.0])[:, None, None, None] ** 2).sum(axis=0))
+    labels = np.where(radius <= 1.0, 2, 0).astype(np.int16)
+    left = ijk[0] < 26
+    front = ijk[1] < 30 + rng.integers(-3, 4)
+    ribbon = (radius > 1.0) & (radius <= 1.25)
+    ids = [COLUMN_TO_ID[c] for c in ("lh_precentral", "lh_cuneus", "rh_precentral", "rh_cuneus")]
+    labels[ribbon] = np.where(left, np.where(front, ids[0], ids[1]), np.where(front, ids[2], ids[3]))[ribbon]
+    labels[(radius <= 1.0) & ~left] = 41
+    labels[(np.abs(ijk[1] - 30) < 1) & (radius > 0.8)] = 0  # a sulcus
+    return labels
+
+
+def test_distance_transforms_on_the_brain_box_equal_the_whole_grid() -> None:
+    """The seed preparation runs its distance transforms on the brain's box; every map it
+    derives is the one the same formulas give on the whole grid."""
+    from gmvol.synth import anatomy, prepare, thickness
+
+    edt = ndimage.distance_transform_edt
+    for draw in range(2):
+        labels = _small_brain(np.random.default_rng(draw))
+        mask = labels > 0
+        whole = ndimage.binary_fill_holes(edt(edt(~mask) <= 6.0) > 6.0) | mask
+        assert np.array_equal(anatomy._outline(mask, 6.0), whole)
+        cortex_only = np.where(np.isin(labels, (2, 41)), 0, labels)  # as the donors ship
+        hull = anatomy._outline(cortex_only > 0, anatomy.HULL_CLOSING_MM)
+        unlabelled = hull & (cortex_only == 0)
+        white = unlabelled & (edt(~(edt(unlabelled) > 1.0)) <= 1.01) & (edt(hull) > 2.0)
+        _, nearest = edt(~np.isin(cortex_only, REGION_IDS), return_indices=True)
+        left = cortex_only[tuple(nearest)] < 2000
+        expected = np.where(white, np.where(left, 2, 41), np.where(unlabelled, anatomy.CSF_ID, cortex_only))
+        assert np.array_equal(anatomy.derive_tissue(cortex_only), expected)
+        region = thickness.region_index(labels)
+        _, nearest = edt(region < 0, return_indices=True)
+        territory = np.where(labels == 0, -1, region[tuple(nearest)])[2::4, 2::4, 2::4]
+        assert np.array_equal(prepare._territory(labels, np.eye(4))[0], territory)
+        to_cortex, nearest = edt(region < 0, return_indices=True)
+        wm_index = np.flatnonzero(np.isin(labels, (2, 41)) & (to_cortex <= thickness.GROWTH_BAND_MM))
+        maps = thickness.boundary_maps(labels)
+        assert np.array_equal(maps.wm_index, wm_index)
+        assert np.array_equal(maps.wm_region, region[tuple(n.ravel()[wm_index] for n in nearest)])
+        assert np.array_equal(maps.gm_index, np.flatnonzero(region >= 0))
+        assert np.array_equal(maps.gm_depth, edt(~np.isin(labels, (2, 41))).ravel()[maps.gm_index].astype(np.float32))
+
+
+def test_smooth_field_only_where_asked_holds_the_same_values() -> None:
+    from gmvol.synth.prepare import smooth_uniform
+
+    shape = (30, 34, 26)
+    at = np.random.default_rng(1).choice(np.prod(shape), 500, replace=False)
+    full = smooth_uniform(shape, np.random.default_rng(5)).ravel()
+    only = smooth_uniform(shape, np.random.default_rng(5), only_at=at).ravel()
+    assert np.array_equal(only[at], full[at]) and full[at].std() > 0.1
+    assert not np.delete(only, at).any()

@@ -48,9 +48,10 @@ class CountingHead(nn.Module):
     training, restored with the state_dict), so the head answers in the same units as the
     regression heads and the rest of the pipeline needs no special case. Counting makes the
     volume scale with the brain, however small or large, instead of interpolating between
-    training totals. With `emit_log_probs` set (training) it returns (volumes, log-probabilities)
-    for the per-voxel losses on the partial-volume targets: the one float32 log-softmax the count
-    is made from serves them too (a softmax over 75 classes at every voxel is most of a step).
+    training totals. With `emit_log_probs` set (training) it returns (volumes, log-probabilities,
+    the regions' probabilities) for the per-voxel losses on the partial-volume targets: the one
+    float32 log-softmax, and the one exponential, the count is made from serve them too (a softmax
+    over 75 classes at every voxel is most of a step).
     """
 
     def __init__(self, channels: int, n_outputs: int, calibrate: bool = True) -> None:
@@ -112,17 +113,28 @@ class CountingHead(nn.Module):
 
     def count(self, log_probs: torch.Tensor) -> torch.Tensor:
         """(B, 68) mm^3 from float32 log-probabilities (B, N_CLASSES, D, H, W)."""
-        probabilities = torch.exp(log_probs[:, :N_REGIONS])
-        return self.compose_shares(probabilities.sum(dim=(2, 3, 4)) * self.voxel_mm3 * torch.exp(self.log_calibration))
+        return self.counted(torch.exp(log_probs[:, :N_REGIONS]))
+
+    def counted(self, region_probs: torch.Tensor) -> torch.Tensor:
+        """(B, 68) mm^3 from the regions' float32 probabilities (B, 68, D, H, W)."""
+        return self.compose_shares(region_probs.sum(dim=(2, 3, 4)) * self.voxel_mm3 * torch.exp(self.log_calibration))
+
+    def split_log_probs(self, features: torch.Tensor, pointwise: nn.Module | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`log_probs`, and the regions' part of them (B, 68, D, H, W)."""
+        log_probs = self.log_probs(features, pointwise)
+        return log_probs, log_probs[:, :N_REGIONS]
 
     def standardize(self, volumes: torch.Tensor) -> torch.Tensor:
         return (volumes - self.target_mean) / self.target_std
 
     def forward(self, features: torch.Tensor, pointwise: nn.Module | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        log_probs = self.log_probs(features, pointwise)
-        standardized = self.standardize(self.count(log_probs))
-        return (standardized, log_probs) if self.emit_log_probs else standardized
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.emit_log_probs:
+            return self.standardize(self.count(self.log_probs(features, pointwise)))
+        log_probs, regions = self.split_log_probs(features, pointwise)
+        region_probs = torch.exp(regions)  # one exponential for the count and the Dice loss
+        return self.standardize(self.counted(region_probs)), log_probs, region_probs
 
     def segment(self, features: torch.Tensor, pointwise: nn.Module | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,16 +163,35 @@ class FactoredCountingHead(CountingHead):
 
     def logits(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
         """Per-voxel class log-probabilities (already normalised: log_softmax leaves them as they are)."""
-        return self.compose(self.classifier(features if pointwise is None else pointwise(features)).float())
+        return self.compose(self.raw(features, pointwise))
+
+    def raw(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
+        """The classifier's float32 outputs, channels first whatever the trunk's layout: each
+        softmax runs over a channel range, which a channels_last tensor would first copy out."""
+        out = self.classifier(features if pointwise is None else pointwise(features))
+        return out.to(torch.float32, memory_format=torch.contiguous_format)
 
     def log_probs(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
         """`logits`, which are normalised already: a second log_softmax over 75 classes at every
         voxel would cost a fifth of a training step for nothing."""
         return self.logits(features, pointwise)
 
+    def split_log_probs(self, features: torch.Tensor, pointwise: nn.Module | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The regions' part is the tensor the classes are concatenated from, not a slice of
+        them: a slice's backward fills a zero tensor of all 75 classes."""
+        regions, other = self.compose_parts(self.raw(features, pointwise))
+        return torch.cat([regions, other], dim=1), regions
+
     @classmethod
     def compose(cls, raw: torch.Tensor) -> torch.Tensor:
-        """(B, N_TISSUE + 68, ...) raw outputs -> (B, N_CLASSES, ...) class log-probabilities.
+        """(B, N_TISSUE + 68, ...) raw outputs -> (B, N_CLASSES, ...) class log-probabilities."""
+        return torch.cat(cls.compose_parts(raw), dim=1)
+
+    @classmethod
+    def compose_parts(cls, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N_TISSUE + 68, ...) raw outputs -> the class log-probabilities of the 68 regions
+        and of the other classes.
 
         torch.split, not slicing: the backward of each slice fills a zero tensor the size of
         `raw`, where a split's backward is one cat (a training step of the counting MeshNet on 2
@@ -172,7 +203,7 @@ class FactoredCountingHead(CountingHead):
         lh_cortex, rh_cortex, other = torch.split(tissue, [1, 1, cls.N_TISSUE - 2], dim=1)
         lh = torch.log_softmax(lh_raw, dim=1) + lh_cortex
         rh = torch.log_softmax(rh_raw, dim=1) + rh_cortex
-        return torch.cat([lh, rh, other], dim=1)
+        return torch.cat([lh, rh], dim=1), other
 
     @torch.no_grad()
     def init_priors(self, priors: np.ndarray) -> None:

@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import ndimage
 
 from gmvol.regions import COLUMN_TO_ID, REGION_IDS
+from gmvol.synth.boxes import bounding_box
 
 MNI_T1 = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 MNI_GM = "datasets/data/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
@@ -125,9 +126,17 @@ def atlas_mask(labels: np.ndarray) -> np.ndarray:
 
 
 def _outline(mask: np.ndarray, radius_mm: float) -> np.ndarray:
-    """`mask` closed over `radius_mm` (distance transforms: exact balls, fast), holes filled."""
-    edt = ndimage.distance_transform_edt
-    return ndimage.binary_fill_holes(edt(edt(~mask) <= radius_mm) > radius_mm) | mask
+    """`mask` closed over `radius_mm` (distance transforms: exact balls, fast), holes filled.
+
+    Computed on the mask's box grown past the closing's reach: the grown mask never touches the
+    box's border, so the transforms and the filled holes are those of the whole grid."""
+    out = np.zeros_like(mask)
+    box = bounding_box(mask, int(np.ceil(radius_mm)) + 2)
+    if box is None:
+        return out
+    edt, part = ndimage.distance_transform_edt, mask[box]
+    out[box] = ndimage.binary_fill_holes(edt(edt(~part) <= radius_mm) > radius_mm) | part
+    return out
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -145,6 +154,11 @@ def derive_tissue(labels: np.ndarray) -> np.ndarray:
     (sulci) and the rim are CSF. Ventricles, which the donors do not label, come out as white
     matter: they sit inside it and are thick.
     """
+    filled = labels.astype(np.int16)
+    box = bounding_box(labels > 0, int(np.ceil(HULL_CLOSING_MM)) + 3)  # nothing changes outside the hull
+    if box is None:
+        return filled
+    labels = labels[box]
     edt = ndimage.distance_transform_edt
     labelled = labels > 0
     hull = _outline(labelled, HULL_CLOSING_MM)
@@ -152,13 +166,30 @@ def derive_tissue(labels: np.ndarray) -> np.ndarray:
     thick = edt(~(edt(unlabelled) > 1.0)) <= 1.01
     white = unlabelled & thick & (edt(hull) > 2.0)
     left = _left_of_midline(labels)
-    filled = np.where(white, np.where(left, *WHITE_MATTER_IDS), np.where(unlabelled, CSF_ID, labels))
-    return filled.astype(np.int16)
+    filled[box] = np.where(white, np.where(left, *WHITE_MATTER_IDS), np.where(unlabelled, CSF_ID, labels))
+    return filled
 
 
 def _moments(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mm = affine[:3, :3] @ np.argwhere(mask).T.astype(np.float64) + affine[:3, 3:4]
     return mm.mean(axis=1), mm.std(axis=1)
+
+
+def _hindbrain_box(mni: Seed, mni_center: np.ndarray, donor_center: np.ndarray, scale: np.ndarray,
+                   affine: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The donor voxels whose MNI152 position (`add_hindbrain`'s per-axis scaling about the
+    centres) can hold a hindbrain label: the corners of the MNI hindbrain's box, grown by a voxel
+    for rounding, mapped back to the donor's grid and grown by two voxels."""
+    hind = np.isin(mni.labels, (*CEREBELLUM_WM_IDS, *CEREBELLUM_CORTEX_IDS, BRAINSTEM_ID))
+    found = bounding_box(hind, 1)
+    if found is None:
+        return tuple(slice(0, 0) for _ in shape)
+    corners = np.array(np.meshgrid(*[(b.start, b.stop - 1) for b in found], indexing="ij"), dtype=np.float64)
+    mni_mm = mni.affine[:3, :3] @ corners.reshape(3, -1) + mni.affine[:3, 3:4]
+    donor_mm = (mni_mm - mni_center[:, None]) / scale + donor_center[:, None]
+    voxels = np.linalg.solve(affine[:3, :3], donor_mm - affine[:3, 3:4])
+    lo, hi = np.floor(voxels.min(axis=1)).astype(int) - 2, np.ceil(voxels.max(axis=1)).astype(int) + 3
+    return tuple(slice(int(np.clip(a, 0, n)), int(np.clip(b, 0, n))) for a, b, n in zip(lo, hi, shape))
 
 
 def add_hindbrain(labels: np.ndarray, affine: np.ndarray, mni: Seed) -> np.ndarray:
@@ -167,10 +198,12 @@ def add_hindbrain(labels: np.ndarray, affine: np.ndarray, mni: Seed) -> np.ndarr
     reveal itself. They go only where the donor's own outline leaves room."""
     donor_center, donor_spread = _moments(atlas_mask(labels), affine)
     mni_center, mni_spread = _moments(atlas_mask(mni.labels), mni.affine)
+    scale = (mni_spread / donor_spread)[:, None]
     room = ~_outline(labels > 0, HULL_CLOSING_MM) | (labels == CSF_ID)
-    where = np.argwhere(room)
+    box = _hindbrain_box(mni, mni_center, donor_center, scale, affine, labels.shape)  # nowhere else can it go
+    where = np.argwhere(room[box]) + np.array([b.start for b in box])
     mm = affine[:3, :3] @ where.T + affine[:3, 3:4]
-    in_mni = (mm - donor_center[:, None]) * (mni_spread / donor_spread)[:, None] + mni_center[:, None]
+    in_mni = (mm - donor_center[:, None]) * scale + mni_center[:, None]
     ijk = np.rint(np.linalg.solve(mni.affine[:3, :3], in_mni - mni.affine[:3, 3:4])).astype(int)
     inside = np.all((ijk >= 0) & (ijk < np.array(mni.labels.shape)[:, None]), axis=0)
     value = np.zeros(len(where), dtype=np.int16)

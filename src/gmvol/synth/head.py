@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from gmvol.synth.boxes import bounding_box
 from gmvol.synth.render import HEAD_CODE, Range
 
 AIR, CSF, SKULL, SOFT, FAT, EYE, MARROW = range(7)
@@ -48,7 +49,7 @@ def distance_mm(mask: np.ndarray, voxel_mm: float, within_mm: float | None = Non
     box holds the same values as the whole grid, and callers that only compare with thresholds up
     to `within_mm` see the same voxels (a third of the grid around a brain).
     """
-    box = _box(mask, int(np.ceil(within_mm / voxel_mm)) + 1) if within_mm is not None else None
+    box = bounding_box(mask, int(np.ceil(within_mm / voxel_mm)) + 1) if within_mm is not None else None
     if box is None:
         return _chamfer_mm(mask, voxel_mm)
     out = np.full(mask.shape, np.inf, dtype=np.float32)
@@ -60,14 +61,6 @@ def _chamfer_mm(mask: np.ndarray, voxel_mm: float) -> np.ndarray:
     outside = ~mask
     return (ndimage.distance_transform_cdt(outside, metric="chessboard").astype(np.float32)
             + ndimage.distance_transform_cdt(outside, metric="taxicab")) * (0.5 * voxel_mm)
-
-
-def _box(mask: np.ndarray, pad: int) -> tuple[slice, ...] | None:
-    """The bounding box of `mask` grown by `pad` voxels (clipped to the grid); None when empty."""
-    found = ndimage.find_objects(mask.astype(np.uint8))
-    if not found:
-        return None
-    return tuple(slice(max(b.start - pad, 0), min(b.stop + pad, n)) for b, n in zip(found[0], mask.shape))
 
 
 def _sphere_box(q: np.ndarray, center: np.ndarray, radius_mm: float) -> tuple[slice, ...]:

@@ -19,6 +19,7 @@ from scipy import ndimage, special
 
 from gmvol.regions import N_REGIONS
 from gmvol.synth.anatomy import DONORS, Seed, donor_parcellation, load_seed
+from gmvol.synth.boxes import bounding_box
 from gmvol.synth.thickness import BoundaryMaps, boundary_maps, change_gray_matter, region_index
 
 COARSE_SPACING_MM = 4
@@ -37,14 +38,22 @@ class PreparedSeed:
     coarse_affine: np.ndarray
 
 
-def smooth_uniform(shape: tuple[int, ...], rng: np.random.Generator, spacing_mm: float = 8.0) -> np.ndarray:
+def smooth_uniform(shape: tuple[int, ...], rng: np.random.Generator, spacing_mm: float = 8.0,
+                   only_at: np.ndarray | None = None) -> np.ndarray:
     """A smooth random field on a 1 mm grid with values uniform in [0, 1): where draws differ
-    spatially (patchy thickness), at the cost of one small upsampling."""
+    spatially (patchy thickness), at the cost of one small upsampling.
+
+    `only_at` (flat indices, e.g. `BoundaryMaps.movable`) maps values to [0, 1) only there and
+    leaves 0 elsewhere: the same values at those voxels, for a tenth of the normal CDFs."""
     coarse = tuple(int(np.ceil(n / spacing_mm)) + 2 for n in shape)
     noise = torch.from_numpy(rng.standard_normal(coarse).astype(np.float32))[None, None]
     field = F.interpolate(noise, size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
-    field /= field.std() + 1e-6
-    return np.clip(special.ndtr(field), 0.0, 1.0 - 1e-6).astype(np.float32)
+    scale = field.std() + 1e-6
+    if only_at is None:
+        return np.clip(special.ndtr(field / scale), 0.0, 1.0 - 1e-6).astype(np.float32)
+    out = np.zeros(field.size, dtype=np.float32)
+    out[only_at] = np.clip(special.ndtr(field.ravel()[only_at] / scale), 0.0, 1.0 - 1e-6)
+    return out.reshape(shape)
 
 
 def regional_volumes(labels: np.ndarray) -> np.ndarray:
@@ -66,10 +75,12 @@ def calibration_voxels(volumes: np.ndarray, sd_max: float) -> np.ndarray:
 
 
 def _territory(labels: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    region = region_index(labels)
-    _, nearest = ndimage.distance_transform_edt(region < 0, return_indices=True)
-    territory = region[tuple(nearest)]
-    territory[labels == 0] = -1
+    territory = np.full(labels.shape, -1, dtype=np.int16)
+    box = bounding_box(labels > 0, 1)  # the regions, and every voxel given one, lie in the brain's box
+    if box is not None:
+        region = region_index(labels[box])
+        _, nearest = ndimage.distance_transform_edt(region < 0, return_indices=True)
+        territory[box] = np.where(labels[box] == 0, -1, region[tuple(nearest)])
     s = COARSE_SPACING_MM
     coarse = territory[s // 2::s, s // 2::s, s // 2::s]
     coarse_affine = affine @ np.diag([s, s, s, 1.0])
@@ -84,7 +95,8 @@ def prepare(seed: Seed, calibration: np.ndarray | None) -> PreparedSeed:
     if calibration is not None:
         rng = np.random.default_rng(zlib.crc32(seed.name.encode()))
         maps = boundary_maps(labels)
-        labels = change_gray_matter(labels, maps, calibration, smooth_uniform(labels.shape, rng).ravel())
+        patches = smooth_uniform(labels.shape, rng, only_at=maps.movable).ravel()
+        labels = change_gray_matter(labels, maps, calibration, patches)
     territory, coarse_affine = _territory(labels, seed.affine)
     return PreparedSeed(name=seed.name, labels=labels, affine=seed.affine, center_mm=seed.center_mm,
                         maps=boundary_maps(labels), territory=territory, coarse_affine=coarse_affine)

@@ -91,7 +91,7 @@ def draw_labels(seed: PreparedSeed, rng: np.random.Generator, draws: AnatomyDraw
     relative = np.clip(global_change + lobar_draw(rng, draws.thickness_lobe_sd, draws.thickness_region_sd),
                        -MAX_THINNING, 1.0)
     voxels = thickness_to_voxels(thickness_change_mm(seed, relative), seed.maps)
-    patches = smooth_uniform(seed.labels.shape, rng).ravel()
+    patches = smooth_uniform(seed.labels.shape, rng, only_at=seed.maps.movable).ravel()
     return change_gray_matter(seed.labels, seed.maps, voxels, patches), global_change
 
 

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from gmvol.regions import N_REGIONS, REGION_IDS
 from gmvol.synth.anatomy import WHITE_MATTER_IDS
+from gmvol.synth.boxes import bounding_box, grid_flat_index
 
 GROWTH_BAND_MM = 6.0
 """How deep into the white matter a region may grow."""
@@ -38,27 +39,37 @@ class BoundaryMaps:
     gm_depth: np.ndarray    # mm from the nearest white matter
     area_mm2: np.ndarray    # (68,) white-matter voxels touching each region: its white surface area
 
+    @property
+    def movable(self) -> np.ndarray:
+        """Flat indices of every voxel thickness change may read or move."""
+        return np.concatenate([self.wm_index, self.gm_index])
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 def boundary_maps(labels: np.ndarray) -> BoundaryMaps:
     """Where each region meets the white matter, from a 1 mm label map."""
+    shape = labels.shape
+    box = bounding_box(np.isin(labels, WHITE_MATTER_IDS) | (region_index(labels) >= 0), 1)
+    if box is not None:  # every voxel measured, and every one measured to, lies in the box
+        labels = labels[box]
     region = region_index(labels)
     cortex = region >= 0
     white = np.isin(labels, WHITE_MATTER_IDS)
     to_cortex, nearest = ndimage.distance_transform_edt(~cortex, return_indices=True)
     band = white & (to_cortex <= GROWTH_BAND_MM)
-    wm_index = np.flatnonzero(band)
-    wm_region = region[tuple(n.ravel()[wm_index] for n in nearest)]
+    wm_local = np.flatnonzero(band)
+    wm_region = region[tuple(n.ravel()[wm_local] for n in nearest)]
     to_white = ndimage.distance_transform_edt(~white)
-    gm_index = np.flatnonzero(cortex)
-    wm_depth = to_cortex.ravel()[wm_index].astype(np.float32)
+    gm_local = np.flatnonzero(cortex)
+    wm_depth = to_cortex.ravel()[wm_local].astype(np.float32)
     area = np.bincount(wm_region[wm_depth <= 1.0], minlength=N_REGIONS).astype(np.float64)
+    wm_index, gm_index = ((grid_flat_index(i, box, shape) if box is not None else i) for i in (wm_local, gm_local))
     return BoundaryMaps(wm_index=wm_index.astype(np.int64), wm_region=wm_region.astype(np.int16),
                         wm_depth=wm_depth, gm_index=gm_index.astype(np.int64),
-                        gm_region=region.ravel()[gm_index].astype(np.int16),
-                        gm_depth=to_white.ravel()[gm_index].astype(np.float32), area_mm2=area)
+                        gm_region=region.ravel()[gm_local].astype(np.int16),
+                        gm_depth=to_white.ravel()[gm_local].astype(np.float32), area_mm2=area)
 
 
 def _nearest_per_region(region: np.ndarray, key: np.ndarray, count: np.ndarray) -> np.ndarray:

@@ -40,15 +40,15 @@ class SoftCrossEntropy(nn.Module):
 
 class SoftDiceLoss(nn.Module):
     """1 - the mean soft Dice of the 68 regions (per subject, then averaged), from the head's
-    float32 log-probabilities.
+    float32 region probabilities (the ones it counts).
 
     Unlike the voxel-mean cross-entropy, which barely notices a little probability spread over
     the many background voxels, Dice charges every bit of a region's mass outside the region:
     that spread is exactly what would make a count wrong on a brain of another size.
     """
 
-    def forward(self, log_probs: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
-        p = torch.exp(log_probs[:, :N_REGIONS]).flatten(2)
+    def forward(self, region_probs: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        p = region_probs.flatten(2)
         f = fractions[:, :N_REGIONS].float().flatten(2)
         dice = (2 * (p * f).sum(-1) + 1.0) / (p.sum(-1) + f.sum(-1) + 1.0)
         return 1.0 - dice.mean()
@@ -121,7 +121,8 @@ def counting_callbacks(volume_weight: float, segmentation_weight: float, dice_we
         dl.CriterionCallback(input_key="pred", target_key="target", metric_key="loss", criterion_key="volume"),
         dl.CriterionCallback(input_key="log_probs", target_key="fractions", metric_key=SEGMENTATION_LOSS,
                              criterion_key="segmentation"),
-        dl.CriterionCallback(input_key="log_probs", target_key="fractions", metric_key=DICE_LOSS, criterion_key="dice"),
+        dl.CriterionCallback(input_key="region_probs", target_key="fractions", metric_key=DICE_LOSS,
+                             criterion_key="dice"),
         dl.CriterionCallback(input_key="pred", target_key="target", metric_key=TOTAL_LOSS, criterion_key="total"),
         dl.MetricAggregationCallback(metric_key=JOINT_LOSS, mode="weighted_sum",
                                      metrics={"loss": volume_weight, SEGMENTATION_LOSS: segmentation_weight,
@@ -132,6 +133,7 @@ def counting_callbacks(volume_weight: float, segmentation_weight: float, dice_we
 
 
 def runner_keys(counting: bool) -> dict[str, Any]:
-    """SupervisedRunner keys: a counting model's forward returns (volumes, log-probabilities)."""
+    """SupervisedRunner keys: a counting model's forward returns (volumes, log-probabilities,
+    region probabilities)."""
     return {"input_key": "image", "target_key": "target", "loss_key": "loss",
-            "output_key": ["pred", "log_probs"] if counting else "pred"}
+            "output_key": ["pred", "log_probs", "region_probs"] if counting else "pred"}
