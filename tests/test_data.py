@@ -239,3 +239,30 @@ def test_fractions_of_a_region_off_the_grid_are_reported_lost() -> None:
     fractions = label_fractions(img, grid, (8, 8, 8))
     assert fractions.class_volumes()[0] == pytest.approx(0.0)
     assert fractions.outside_mm3 == pytest.approx(8.0)
+
+
+def test_fractions_put_each_sample_point_in_the_cell_it_falls_in() -> None:
+    """Against a point-by-point count on an oblique, shifted grid with unequal axes: each point
+    of each voxel lands in the cell whose centre is nearest along every axis."""
+    from gmvol.data.fractions import TIE_BREAK, label_fractions
+    from gmvol.regions import REGION_IDS
+    from gmvol.tissue import BACKGROUND_CLASS, N_CLASSES, classes_of
+
+    rng = np.random.default_rng(3)
+    labels = rng.choice(np.array([0, 2, 41, *REGION_IDS[:5]], dtype=np.int32), size=(9, 7, 6))
+    img = nib.Nifti1Image(labels, np.diag([1.5, 1.5, 1.5, 1.0]))
+    c, s = np.cos(0.4), np.sin(0.4)
+    grid = np.array([[3 * c, -3 * s, 0, 1.1], [3 * s, 3 * c, 0, -2.3], [0, 0, 3.0, 0.7], [0, 0, 0, 1]])
+    shape = (4, 5, 3)
+    fractions = label_fractions(img, grid, shape, step_mm=1.0)   # 2 x 2 x 2 points per voxel
+    classes = classes_of(labels)
+    to_grid = np.linalg.inv(grid) @ img.affine
+    expected: dict[int, int] = {}
+    for ijk in zip(*np.nonzero(classes != BACKGROUND_CLASS)):
+        for offset in np.stack(np.meshgrid(*[[-0.25, 0.25]] * 3, indexing="ij"), -1).reshape(-1, 3):
+            cell = np.floor(to_grid[:3, :3] @ (np.array(ijk) + offset) + to_grid[:3, 3] + 0.5 + TIE_BREAK).astype(int)
+            if np.all((cell >= 0) & (cell < shape)):
+                key = int(np.ravel_multi_index(tuple(cell), shape)) * N_CLASSES + int(classes[ijk])
+                expected[key] = expected.get(key, 0) + 1
+    got = dict(zip((fractions.index.astype(np.int64) * N_CLASSES + fractions.klass).tolist(), fractions.count.tolist()))
+    assert got == expected and len(got) > 20

@@ -202,6 +202,20 @@ def test_factored_compose_gives_the_bits_of_per_slice_log_softmaxes() -> None:
     torch.testing.assert_close(results[0][0].exp().sum(dim=1), torch.ones(2, 5, 6, 7))
 
 
+def test_factored_head_infers_from_channels_last_features_the_bits_of_contiguous_ones() -> None:
+    """Inference skips the copy to channels-first and the 75-class concatenation: the volumes and
+    the label map are still those of the contiguous log-probabilities, bit for bit."""
+    torch.manual_seed(0)
+    head = FactoredCountingHead(8, N_REGIONS)
+    head.set_scaling(torch.full((N_REGIONS,), 900.0), torch.full((N_REGIONS,), 90.0), 125.0)
+    features = torch.randn(2, 8, 6, 7, 5).to(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        log_probs = FactoredCountingHead.compose(head.classifier(features).contiguous())
+        volumes, classes = head.segment(features)
+        assert torch.equal(head(features), head.standardize(head.count(log_probs)))
+    assert torch.equal(volumes, head.standardize(head.count(log_probs))) and torch.equal(classes, log_probs.argmax(dim=1))
+
+
 def test_pooled_head_commutes_with_pointwise_conv() -> None:
     head, conv = PooledLinearHead(5, 7, grid_size=3), nn.Conv3d(5, 5, 1)
     f = torch.randn(2, 5, 9, 10, 11)

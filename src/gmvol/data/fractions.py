@@ -66,20 +66,24 @@ def label_fractions(img: nib.spatialimages.SpatialImage, grid_affine: np.ndarray
     classes = classes_of(np.asarray(img.dataobj))
     voxels = np.nonzero(classes != BACKGROUND_CLASS)
     klass = classes[voxels].astype(np.int64)
+    in_region = klass < N_REGIONS
     to_grid = np.linalg.inv(grid_affine) @ img.affine
     linear = to_grid[:3, :3]
-    base = np.stack(voxels, axis=1).astype(np.float64) @ linear.T + to_grid[:3, 3] + 0.5 + TIE_BREAK  # floor -> nearest
+    # one row per grid axis (contiguous), the same float64 sums as (points x 3) @ linear.T + shift
+    base = (np.stack(voxels, axis=1).astype(np.float64) @ linear.T + to_grid[:3, 3] + 0.5 + TIE_BREAK).T.copy()
     s = _samples_per_axis(img, step_mm)
     steps = (np.arange(s) + 0.5) / s - 0.5
     offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3) @ linear.T
-    shape = np.asarray(grid_shape)
     keys, lost = [], 0
-    for offset in offsets:
-        cell = np.floor(base + offset).astype(np.int64)
-        inside = np.all((cell >= 0) & (cell < shape), axis=1)
-        lost += int((~inside & (klass < N_REGIONS)).sum())
-        flat = np.ravel_multi_index(tuple(cell[inside].T), grid_shape)
-        keys.append(flat * N_CLASSES + klass[inside])
+    for offset in offsets:  # floor -> nearest; axis by axis: (N, 3) reductions are slow in numpy
+        flat = np.zeros(klass.shape, dtype=np.int64)
+        inside = np.ones(klass.shape, dtype=bool)
+        for axis, size in enumerate(grid_shape):
+            cell = np.floor(base[axis] + offset[axis]).astype(np.int64)
+            inside &= (cell >= 0) & (cell < size)
+            flat = flat * size + cell
+        lost += int(np.count_nonzero(~inside & in_region))
+        keys.append(flat[inside] * N_CLASSES + klass[inside])
     key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
     bins = int(np.prod(grid_shape)) * N_CLASSES
     if bins <= DENSE_BINS_MAX:
