@@ -211,9 +211,10 @@ def test_factored_head_infers_from_channels_last_features_the_bits_of_contiguous
     features = torch.randn(2, 8, 6, 7, 5).to(memory_format=torch.channels_last_3d)
     with torch.no_grad():
         log_probs = FactoredCountingHead.compose(head.classifier(features).contiguous())
+        expected = head.standardize(head.count(log_probs))
         volumes, classes = head.segment(features)
-        assert torch.equal(head(features), head.standardize(head.count(log_probs)))
-    assert torch.equal(volumes, head.standardize(head.count(log_probs))) and torch.equal(classes, log_probs.argmax(dim=1))
+        assert torch.equal(head(features), expected)
+    assert torch.equal(volumes, expected) and torch.equal(classes, log_probs.argmax(dim=1))
 
 
 def test_pooled_head_commutes_with_pointwise_conv() -> None:

@@ -125,13 +125,17 @@ class CountingHead(nn.Module):
         log_probs = self.log_probs(features, pointwise)
         return log_probs, log_probs[:, :N_REGIONS]
 
+    def region_log_probs(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
+        """The regions' log-probabilities (B, 68, D, H, W) alone: all the count needs."""
+        return self.log_probs(features, pointwise)[:, :N_REGIONS]
+
     def standardize(self, volumes: torch.Tensor) -> torch.Tensor:
         return (volumes - self.target_mean) / self.target_std
 
     def forward(self, features: torch.Tensor, pointwise: nn.Module | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not self.emit_log_probs:
-            return self.standardize(self.count(self.log_probs(features, pointwise)))
+            return self.standardize(self.counted(torch.exp(self.region_log_probs(features, pointwise))))
         log_probs, regions = self.split_log_probs(features, pointwise)
         region_probs = torch.exp(regions)  # one exponential for the count and the Dice loss
         return self.standardize(self.counted(region_probs)), log_probs, region_probs
@@ -166,11 +170,13 @@ class FactoredCountingHead(CountingHead):
         return self.compose(self.raw(features, pointwise))
 
     def raw(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
-        """The classifier's float32 outputs, channels first whatever the trunk's layout: each
-        softmax runs over a channel range, which a channels_last tensor would first copy out."""
+        """The classifier's float32 outputs. With gradients, or from bf16, channels first: each
+        softmax runs over a channel range, whose backward on a channels_last tensor copies it
+        out. At inference a float32 channels_last output is read in place (the same values; the
+        copy was two fifths of the head)."""
         out = self.classifier(features if pointwise is None else pointwise(features))
         if out.dtype == torch.float32 and not out.requires_grad:
-            return out  # inference: the split softmaxes read channels_last in place (the same values, 40% faster)
+            return out
         return out.to(torch.float32, memory_format=torch.contiguous_format)
 
     def log_probs(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
@@ -178,12 +184,9 @@ class FactoredCountingHead(CountingHead):
         voxel would cost a fifth of a training step for nothing."""
         return self.logits(features, pointwise)
 
-    def forward(self, features: torch.Tensor, pointwise: nn.Module | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.emit_log_probs:
-            return super().forward(features, pointwise)
-        regions, _ = self.compose_parts(self.raw(features, pointwise))  # the count needs no 75-class cat
-        return self.standardize(self.counted(torch.exp(regions)))
+    def region_log_probs(self, features: torch.Tensor, pointwise: nn.Module | None = None) -> torch.Tensor:
+        """The regions' part straight from `compose_parts`: no 75-class concatenation to slice."""
+        return self.compose_parts(self.raw(features, pointwise))[0]
 
     def split_log_probs(self, features: torch.Tensor, pointwise: nn.Module | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
