@@ -43,7 +43,7 @@ from gmvol.models.checkpoint import CONFIG_FILE, ModelFileError, load_model
 from gmvol.models.config import model_config_from_dict
 from gmvol.models.heads import CountingHead
 from gmvol.models.inference import inference_model
-from gmvol.precision import autocast, check_precision
+from gmvol.precision import autocast, resolve_precision
 from gmvol.qc import (
     QC_COLUMNS,
     QCReference,
@@ -290,10 +290,9 @@ class Predictor:
         """
         if batch_size < 1 or workers < 1:
             raise ValueError("batch_size and workers must be at least 1")
-        self.precision = precision
         self.model_dir = Path(model_dir)
         self.device = resolve_device(device)
-        check_precision(precision, self.device.type)
+        self.precision = resolve_precision(precision, self.device.type)  # warns where bf16 is emulated
         self.batch_size = batch_size
         self.workers = workers
         model, self.metadata = load_model(self.model_dir, map_location="cpu")

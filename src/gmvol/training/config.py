@@ -15,7 +15,7 @@ from typing import Any, Literal
 from gmvol.config import check_overrides, merged, parse
 from gmvol.data.dataset import AugmentConfig
 from gmvol.models.config import ModelConfig, model_config_from_dict
-from gmvol.precision import Precision
+from gmvol.precision import TrainingPrecision
 
 Engine = Literal["auto", "cpu", "gpu", "ddp"]
 ENGINES: tuple[str, ...] = typing.get_args(Engine)
@@ -39,7 +39,7 @@ class TrainConfig:
     ddp_backend: Literal["auto", "nccl", "gloo"] = "auto"   # auto: nccl on CUDA, else gloo
     ddp_nodes: int = 1                           # > 1: every node runs the stage with NODE_RANK set
     ddp_port: int = 0                            # 0 = MASTER_PORT if set, else a free port
-    precision: Precision = "fp32"                # bf16 | fp16: autocast (fp16 on GPU only)
+    precision: TrainingPrecision = "fp32"        # bf16 | fp16: autocast (fp16 on GPU only); auto: bf16 where native
     num_workers: int = 0                         # loader processes reading/augmenting next batches
     preload_gib: float = 4.0                     # hold the images in memory up to this, else stream
     threads: int = 0                             # torch CPU threads; 0 = torch's default

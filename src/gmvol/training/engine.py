@@ -6,7 +6,7 @@ import torch
 from accelerate.state import AcceleratorState
 from catalyst import dl
 
-from gmvol.precision import check_precision
+from gmvol.precision import resolve_precision
 from gmvol.training.config import ENGINES
 from gmvol.training.ddp import DDPEngine, DDPLayout, resolve_layout
 
@@ -18,6 +18,17 @@ def resolve_engine_name(name: str) -> str:
     if name == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def engine_device(name: str) -> str:
+    """The device type an engine computes on: 'cuda' for gpu, and for ddp where CUDA is there."""
+    name = resolve_engine_name(name)
+    return "cuda" if name == "gpu" or (name == "ddp" and torch.cuda.is_available()) else "cpu"
+
+
+def engine_precision(name: str, precision: str) -> str:
+    """The precision the engine `name` trains at (`gmvol.precision.resolve_precision`)."""
+    return resolve_precision(precision, engine_device(name))
 
 
 def _allow_precision(mixed: str) -> None:
@@ -32,11 +43,10 @@ def _allow_precision(mixed: str) -> None:
 
 def build_engine(name: str, precision: str = "fp32", ddp: DDPLayout | None = None,
                  threads: int = 0) -> dl.Engine:
-    """CPU, single GPU (optionally AMP in bf16/fp16), or DDP (`ddp`, default: one process per GPU)
+    """CPU, single GPU (optionally AMP in bf16/fp16; 'auto': bf16 where native), or DDP (`ddp`, default: one process per GPU)
     on GPUs with nccl or on CPU with gloo, through Catalyst."""
     name = resolve_engine_name(name)
-    check_precision(precision, "cuda" if name == "gpu" or (name == "ddp" and torch.cuda.is_available())
-                    else "cpu")
+    precision = engine_precision(name, precision)
     mixed = "no" if precision == "fp32" else precision
     _allow_precision(mixed)
     if name == "cpu":

@@ -42,7 +42,7 @@ from gmvol.training.counting import (
 )
 from gmvol.training.curves import BestWeightsCallback, CurvesLogger
 from gmvol.training.ddp import DDPEngine, SeededShuffle, per_process_batch, resolve_layout
-from gmvol.training.engine import build_engine, resolve_engine_name
+from gmvol.training.engine import build_engine, engine_precision, resolve_engine_name
 from gmvol.training.outputs import SaveOutputsCallback, write_card_and_qc
 
 
@@ -128,7 +128,8 @@ def train_model(model_cfg: Any, cfg: TrainConfig, train_csv: Path, cache_dir: Pa
                 METADATA_KEY: TypicalTotals.of(fit_volumes.sum(axis=1)).to_list()}  # gmvol.regrid
     save = SaveOutputsCallback(best, curves, out_dir, model_cfg, metadata, metrics_json,
                                {"valid_loss_mean_predictor": mean_loss,
-                                "engine": resolve_engine_name(cfg.engine)})
+                                "engine": resolve_engine_name(cfg.engine),
+                                "precision": engine_precision(cfg.engine, cfg.precision)})
     callbacks: list[dl.Callback] = [best, save]
     criterion: torch.nn.Module | dict[str, torch.nn.Module] = torch.nn.MSELoss()
     if head is not None:
