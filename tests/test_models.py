@@ -30,6 +30,7 @@ from gmvol.models.config import ARCH_NAMES
 from gmvol.models.fast_conv import relayout
 from gmvol.models.heads import CountingHead, FactoredCountingHead, PooledLinearHead
 from gmvol.models.layers import ACTIVATIONS, SeparableAdaptiveAvgPool3d
+from gmvol.precision import native_bf16
 from gmvol.regions import N_REGIONS, REGION_COLUMNS
 from gmvol.tissue import N_CLASSES
 
@@ -360,9 +361,12 @@ def test_fast_conv_under_bf16_autocast_is_as_exact_as_bf16_allows(dilation: int)
     x64 = x.to(torch.bfloat16).double().requires_grad_()  # what the bf16 convolution sees
     y64 = exact(x64)
     y64.backward(grad_out.to(torch.bfloat16).double())  # the gradient reaches a bf16 output in bf16
-    for name, got, want, tol in (("output", y.float(), y64, 1e-2), ("input grad", xi.grad, x64.grad, 1e-2),
-                                 ("weight grad", fast.weight.grad, exact.weight.grad, 1e-2),
-                                 ("bias grad", fast.bias.grad, exact.bias.grad, 1e-2)):
+    # without AVX512-BF16/AMX oneDNN's reference bf16 kernels round partial sums: gradients within
+    # 1.5% of scale there (AMD Zen 3, dilations 1-8), against 1% on native hardware; garbage is O(1)
+    grad_tol = 1e-2 if native_bf16("cpu") else 2.5e-2
+    for name, got, want, tol in (("output", y.float(), y64, 1e-2), ("input grad", xi.grad, x64.grad, grad_tol),
+                                 ("weight grad", fast.weight.grad, exact.weight.grad, grad_tol),
+                                 ("bias grad", fast.bias.grad, exact.bias.grad, grad_tol)):
         assert torch.isfinite(got).all(), name
         scale = float(want.abs().max())
         torch.testing.assert_close(got.double() / scale, want / scale, rtol=0, atol=tol, msg=name)
