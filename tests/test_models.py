@@ -290,6 +290,26 @@ def test_fast_and_plain_meshnet_share_weights_and_outputs(channels: int) -> None
         torch.testing.assert_close(_grads(fast)[k], g, rtol=1e-3, atol=1e-4, msg=k)
 
 
+@pytest.mark.parametrize("channels", [6, 16])  # 16: the context sees channels_last features
+def test_global_context_starts_as_the_plain_trunk_then_learns_scan_wide_modulation(channels: int) -> None:
+    torch.manual_seed(0)
+    with_context = build_model(ModelConfig(meshnet=MeshNetConfig(channels=channels, context_after=(2, 5))))
+    plain = build_model(ModelConfig(meshnet=MeshNetConfig(channels=channels)))
+    missing, unexpected = plain.load_state_dict(with_context.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith("contexts.") for k in unexpected)
+    x = torch.randn(2, 1, 16, 18, 16)
+    torch.testing.assert_close(with_context.eval()(x), plain.eval()(x))  # zero-initialised: the identity
+    optimizer = torch.optim.SGD(with_context.parameters(), lr=0.1)
+    with_context.train()(x).square().mean().backward()
+    last = with_context.contexts["5"].mlp[2]
+    assert last.weight.grad.abs().sum() > 0  # the pooled statistics receive a gradient
+    optimizer.step()
+    out = with_context.eval()(x)
+    assert not torch.allclose(out, plain.eval()(x))
+    # the modulation is per scan: a scan's output does not depend on its batch neighbour
+    torch.testing.assert_close(with_context(x[:1]), out[:1], rtol=1e-4, atol=1e-5)
+
+
 def test_checkpointing_matches_and_counts_batchnorm_stats_once() -> None:
     torch.manual_seed(0)
     cfgs = [MeshNetConfig(channels=6, dilations=(1, 2, 1), dropout=0.2, checkpointing=c) for c in (False, True)]
@@ -405,12 +425,14 @@ def test_config_round_trips_through_json() -> None:
     cfg = ModelConfig(
         name="resnet", n_outputs=12,
         meshnet=MeshNetConfig(channels=30, dilations=(1, 2, 4, 8, 16, 8, 4, 2, 1), activation="elu",
-                              head="count", coord_channels=True, checkpointing=True, fast_dilation=False),
+                              head="count", coord_channels=True, checkpointing=True, fast_dilation=False,
+                              context_after=(0, 4)),
         baseline=BaselineConfig(width=0.5, dropout=0.1),
         resnet=ResNetConfig(base_channels=8, n_stages=3, n_heads=2, combine="sum"))
     d = model_config_to_dict(cfg)
     assert model_config_from_dict(json.loads(json.dumps(d))) == cfg
     assert d["meshnet"]["dilations"] == [1, 2, 4, 8, 16, 8, 4, 2, 1]
+    assert d["meshnet"]["context_after"] == [0, 4]
     assert model_config_from_dict({}) == ModelConfig()
     assert model_config_from_dict({"meshnet": {"dropout": 0}}).meshnet.dropout == 0.0
 
@@ -425,6 +447,8 @@ def test_config_round_trips_through_json() -> None:
     ({"meshnet": {"activation": "tanh"}}, "activation must be one of"),
     ({"meshnet": {"head": "mlp"}}, "head must be one of"),
     ({"resnet": {"n_heads": 9}}, "n_heads"),
+    ({"meshnet": {"context_after": [7]}}, r"context_after must name distinct blocks in \[0, 7\)"),
+    ({"meshnet": {"context_after": [2, 2]}}, "context_after must name distinct blocks"),
     ({"baseline": []}, "expected a mapping"),
 ])
 def test_config_errors_are_clear(bad: dict, match: str) -> None:

@@ -44,6 +44,9 @@ class MeshNetConfig:
     """Recompute each block in backward instead of storing it (needed to train at 256^3)."""
     fast_dilation: bool = True
     """Use :class:`FastDilatedConv3d` (space-to-batch, channels_last) on CPU."""
+    context_after: tuple[int, ...] = ()
+    """Blocks (0-based) after which the scan's pooled features modulate every voxel's
+    (:class:`gmvol.models.context.GlobalContext`); empty: the plain trunk."""
 
     def __post_init__(self) -> None:
         _require(self.channels >= 1, f"meshnet.channels must be >= 1, got {self.channels}")
@@ -54,6 +57,10 @@ class MeshNetConfig:
                  f"meshnet.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         _require(self.head in HEADS, f"meshnet.head must be one of {list(HEADS)}, got {self.head!r}")
         _require(self.grid_size >= 1, f"meshnet.grid_size must be >= 1, got {self.grid_size}")
+        _require(all(0 <= i < len(self.dilations) for i in self.context_after)
+                 and len(set(self.context_after)) == len(self.context_after),
+                 f"meshnet.context_after must name distinct blocks in [0, {len(self.dilations)}), "
+                 f"got {list(self.context_after)}")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gmvol.models.config import MeshNetConfig
+from gmvol.models.context import GlobalContext
 from gmvol.models.fast_conv import FastDilatedConv3d
 from gmvol.models.heads import CountingHead, make_head
 from gmvol.models.layers import append_coordinates, make_activation, make_dropout3d
@@ -86,6 +87,7 @@ class MeshNet(nn.Module):
             for module in self.blocks.modules():
                 if isinstance(module, FastDilatedConv3d):
                     module.channels_last_output = True
+        self.contexts = nn.ModuleDict({str(i): GlobalContext(cfg.channels) for i in cfg.context_after})
         self.final = nn.Conv3d(cfg.channels, cfg.channels, kernel_size=1)
         self.head = make_head(cfg.head, cfg.channels, n_outputs, cfg.grid_size)
 
@@ -94,8 +96,10 @@ class MeshNet(nn.Module):
         if self.cfg.coord_channels:
             x = append_coordinates(x)
         use_checkpoint = self.cfg.checkpointing and self.training and torch.is_grad_enabled()
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = checkpoint(_Recomputable(block), x, use_reentrant=False) if use_checkpoint else block(x)
+            if str(i) in self.contexts:
+                x = self.contexts[str(i)](x)
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
