@@ -47,6 +47,7 @@ SPEEDUPS = (
     ("meshnet fast bf16", "meshnet fast bf16 +heap"),     # the heap alone
     ("meshnet plain fp32 +ckpt", "meshnet fast bf16 +heap +ckpt"),
     ("meshnet-21 plain fp32 +heap", "meshnet-21 fast bf16 +heap"),
+    ("meshnet fast fp32 +heap +context", "meshnet fast fp32 +heap"),  # the cost of meshnet.context_after
 )
 """(slower, faster) label pairs whose ratio is reported."""
 
@@ -84,6 +85,7 @@ def variants(params: Path, cpu: bool, cuda: bool) -> list[dict[str, Any]]:
             fast=False, checkpointing=True, heap=False)
         add("meshnet fast bf16 +heap +ckpt", meshnet(m, checkpointing=True), "cpu", grid, batch, amp=True,
             checkpointing=True)
+        add("meshnet fast fp32 +heap +context", meshnet(m, context_after=[2, 5]), "cpu", grid, batch)
         add("baseline fp32 +heap", models["baseline"], "cpu", grid, batch)
         add("resnet fp32 +heap", models["resnet"], "cpu", grid, batch)
         # Memory of the paper's model per sample, for the full-scale profile: activations grow
