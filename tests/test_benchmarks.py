@@ -55,7 +55,7 @@ def test_cell_intensity_reader_counts_a_cortex_thicker_than_it_learned_low() -> 
     spec = PreprocessSpec(voxel_size=5.0, shape=(8, 8, 8))
     cells = pd.concat([bias.idealised_cells(_slab(mm, offset), spec, means).assign(seed=seed, subject=f"{seed}{offset}")
                        for seed, mm in (("thin", 2), ("thick", 6)) for offset in range(5)])
-    learned_thin = bias.seed_bias(cells, ["thin"], 0.85)
+    learned_thin = bias.seed_bias(bias.subject_estimates(cells, ["thin"], 0.85))
     # 5 mm cells of a 6 mm cortex hold pure gray matter, which a 2 mm cortex never shows: read as
     # a mix of white matter and CSF, it is counted far too low
     assert (learned_thin.loc["thick"] < -0.5).all()
