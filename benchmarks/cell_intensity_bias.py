@@ -42,6 +42,7 @@ from gmvol.evaluation.response import response_scores
 from gmvol.regions import N_REGIONS, REGION_COLUMNS
 from gmvol.synth.cohort import SynthConfig
 from gmvol.synth.render import RenderConfig
+from gmvol.tissue import BACKGROUND_CLASS, N_CLASSES, TISSUE_GROUPS
 
 BINS = 85
 """Intensity bins between 0 and the white-matter mean (cell), a third as many for the neighbourhood."""
@@ -49,13 +50,16 @@ BINS = 85
 
 def tissue_groups(klass: np.ndarray) -> np.ndarray:
     """Class -> 0 cortex, 1 white matter, 2 CSF, 3 other gray matter (subcortex, cerebellum,
-    brainstem); -1 for background."""
-    group = np.full(klass.shape, -1)
-    group[klass < N_REGIONS] = 0
-    group[(klass == N_REGIONS + 1) | (klass == N_REGIONS + 2)] = 1
-    group[klass == N_REGIONS + 6] = 2
-    group[(klass >= N_REGIONS + 3) & (klass <= N_REGIONS + 5)] = 3
-    return group
+    brainstem); -1 for background (`gmvol.tissue.TISSUE_GROUPS`, by name)."""
+    table = np.full(N_CLASSES, 3)
+    table[:N_REGIONS] = 0
+    for k, (name, _, _) in enumerate(TISSUE_GROUPS):
+        if "White-Matter" in name:
+            table[N_REGIONS + k] = 1
+        elif name == "CSF":
+            table[N_REGIONS + k] = 2
+    table[BACKGROUND_CLASS] = -1
+    return table[klass]
 
 
 def idealised_image(labels: nib.spatialimages.SpatialImage, spec: PreprocessSpec,
